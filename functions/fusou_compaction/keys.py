@@ -1,0 +1,63 @@
+"""Object keys. Every key is derived, never taken from a client.
+
+- Fragments are content-addressed under their dataset and table, so a duplicate upload
+  writes the same key (and a conditional put refuses to overwrite anything else).
+- Compacted outputs live under the run that wrote them, so a retried step overwrites only
+  its own output, and orphans of a crashed run are found by run id.
+"""
+
+from __future__ import annotations
+
+import re
+from uuid import UUID
+
+TABLE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+DATASETS_PREFIX = "datasets/"
+PLANS_PREFIX = "plans/"
+
+
+def check_table_name(table: str) -> str:
+    if not TABLE_NAME_RE.fullmatch(table):
+        raise ValueError(f"table name {table!r} must match {TABLE_NAME_RE.pattern}")
+    return table
+
+
+def dataset_prefix(dataset_id: UUID) -> str:
+    return f"{DATASETS_PREFIX}{dataset_id}/"
+
+
+def fragment_key(dataset_id: UUID, table: str, sha256: str) -> str:
+    check_table_name(table)
+    if not SHA256_RE.fullmatch(sha256):
+        raise ValueError("sha256 must be 64 lowercase hex digits")
+    return f"{dataset_prefix(dataset_id)}{table}/fragments/{sha256}.parquet"
+
+
+def staging_key(dataset_id: UUID, table: str, upload_id: UUID) -> str:
+    """Where a presigned upload lands before it is validated and registered."""
+    check_table_name(table)
+    return f"staging/{dataset_id}/{table}/{upload_id}.parquet"
+
+
+def compacted_prefix(dataset_id: UUID, table: str, run_id: UUID) -> str:
+    check_table_name(table)
+    return f"{dataset_prefix(dataset_id)}{table}/compacted/{run_id}/"
+
+
+def compacted_key(dataset_id: UUID, table: str, run_id: UUID, part: int) -> str:
+    return f"{compacted_prefix(dataset_id, table, run_id)}part-{part:05d}.parquet"
+
+
+def plan_key(run_id: UUID) -> str:
+    return f"{PLANS_PREFIX}{run_id}.json"
+
+
+_COMPACTED_RE = re.compile(
+    r"^datasets/(?P<dataset>[0-9a-f-]{36})/(?P<table>[a-z][a-z0-9_]{0,62})/compacted/(?P<run>[0-9a-f-]{36})/"
+)
+
+
+def run_id_of_compacted_key(key: str) -> UUID | None:
+    m = _COMPACTED_RE.match(key)
+    return UUID(m["run"]) if m else None

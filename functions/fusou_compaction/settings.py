@@ -1,0 +1,83 @@
+"""Every knob of the service, validated once at cold start.
+
+Logic never reads ``os.environ``: handlers call :func:`get_settings` once and pass what they
+need down. Secrets are either given directly (local stack, tests) or named by a Secrets Manager
+ARN and fetched (cached) on first use.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FUSOU_", extra="ignore", frozen=True)
+
+    stage: str = Field("dev", pattern=r"^[a-z][a-z0-9-]{0,20}$")
+    region: str = "us-east-1"
+    # Set only against a local emulator (moto server); unset in AWS.
+    aws_endpoint_url: str | None = None
+
+    bucket: str = Field("dev-kc-compaction-data", min_length=3)
+    queue_url: str = ""
+    dlq_url: str = ""
+    state_machine_arn: str = ""
+    alert_topic_arn: str = ""
+
+    # Catalog transport: supabase-py rpc() in AWS, psycopg for local, tests and the pooler.
+    catalog_transport: Literal["supabase", "postgres"] = "supabase"
+    database_url: SecretStr | None = None
+    supabase_url: str | None = None
+    supabase_service_key: SecretStr | None = None
+    # When set, the Supabase URL/key, JWT secret and admin token come from this secret.
+    secrets_arn: str | None = None
+
+    jwt_secret: SecretStr | None = None
+    jwks_url: str | None = None
+    admin_token: SecretStr | None = None
+
+    # Compaction.
+    target_file_size: int = Field(128 * MiB, ge=1 * MiB)
+    lease_seconds: int = Field(900, ge=30, le=86_400)
+    claim_seconds: int = Field(3600, ge=60)
+    scheduled_claim_limit: int = Field(10, ge=1, le=1000)
+    grace_period_seconds: int = Field(24 * 3600, ge=0)
+    orphan_min_age_seconds: int = Field(6 * 3600, ge=0)
+    map_max_concurrency: int = Field(8, ge=1, le=40)
+
+    # Upload limits (API Gateway and Lambda cap a direct body near 6 MB).
+    max_direct_upload_bytes: int = Field(6_000_000, ge=1)
+    max_presigned_upload_bytes: int = Field(200 * MiB, ge=1)
+    realtime_fragment_threshold: int = Field(0, ge=0)  # 0 = never enqueue on upload
+
+    @model_validator(mode="after")
+    def _catalog_is_reachable(self) -> Settings:
+        if self.catalog_transport == "postgres" and self.database_url is None:
+            raise ValueError("FUSOU_DATABASE_URL is required when FUSOU_CATALOG_TRANSPORT=postgres")
+        if self.catalog_transport == "supabase" and self.secrets_arn is None and (
+            self.supabase_url is None or self.supabase_service_key is None
+        ):
+            raise ValueError(
+                "FUSOU_SUPABASE_URL and FUSOU_SUPABASE_SERVICE_KEY (or FUSOU_SECRETS_ARN) are required "
+                "when FUSOU_CATALOG_TRANSPORT=supabase"
+            )
+        return self
+
+    @property
+    def queue_name(self) -> str:
+        return f"{self.stage}-kc-compaction-queue"
+
+    @property
+    def dlq_name(self) -> str:
+        return f"{self.stage}-kc-compaction-dlq"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

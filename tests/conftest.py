@@ -1,0 +1,88 @@
+"""Real local parts for the whole suite: one PostgreSQL server and one moto server per session.
+
+Each test that needs the catalog gets its own database, cloned from a template that already
+has the migrations applied (cheap: a file copy inside PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psycopg
+import pytest
+
+from fusou_compaction.local.aws import LocalAws
+from fusou_compaction.local.postgres import PostgresServer
+
+EVENTS_DIR = Path(__file__).resolve().parent.parent / "events"
+_db_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def catalog_template(pg_server: PostgresServer) -> str:
+    from fusou_compaction.catalog.migrate import migrate
+
+    with psycopg.connect(pg_server.url, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE catalog_template")
+    migrate(pg_server.url_for("catalog_template"))
+    return "catalog_template"
+
+
+@pytest.fixture
+def database_url(pg_server: PostgresServer, catalog_template: str) -> Iterator[str]:
+    name = f"t_{os.getpid()}_{next(_db_counter)}"
+    with psycopg.connect(pg_server.url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {catalog_template}")
+    yield pg_server.url_for(name)
+    with psycopg.connect(pg_server.url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def empty_database_url(pg_server: PostgresServer) -> Iterator[str]:
+    name = f"e_{os.getpid()}_{next(_db_counter)}"
+    with psycopg.connect(pg_server.url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield pg_server.url_for(name)
+    with psycopg.connect(pg_server.url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def local_aws() -> Iterator[LocalAws]:
+    with LocalAws() as aws:
+        yield aws
+
+
+@pytest.fixture
+def s3_client(local_aws: LocalAws) -> Any:
+    return boto3.client("s3", endpoint_url=local_aws.endpoint_url, region_name=local_aws.region)
+
+
+@pytest.fixture
+def sqs_client(local_aws: LocalAws) -> Any:
+    return boto3.client("sqs", endpoint_url=local_aws.endpoint_url, region_name=local_aws.region)
+
+
+@pytest.fixture
+def bucket(s3_client: Any) -> str:
+    name = f"test-bucket-{os.getpid()}-{next(_db_counter)}"
+    s3_client.create_bucket(Bucket=name)
+    return name
+
+
+def load_event(name: str) -> dict[str, Any]:
+    """A sample payload from events/ (the same files the docs and `sam local`-style tools use)."""
+    return json.loads((EVENTS_DIR / name).read_text())  # type: ignore[no-any-return]
