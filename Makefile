@@ -1,0 +1,54 @@
+# One entry point for people and CI. Every target sets itself up (venv from uv.lock; PostgreSQL
+# from Debian's packages when initdb/pg_ctl are absent).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+PY := .venv/bin/python
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help setup postgres test lint fmt typecheck bench demo synth build deploy destroy clean
+
+help:
+	@echo "make demo   - run the whole system on an embedded local stack (no AWS, no Docker)"
+	@echo "make test   - the whole test suite against real PostgreSQL and moto's server"
+	@echo "make lint   - ruff + mypy"
+	@echo "make bench  - engine and pipeline benchmarks side by side with DuckDB, polars, pyarrow"
+
+$(UV):
+	python3 -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
+
+.venv/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --all-groups
+	touch $@
+
+setup: .venv/.synced postgres
+
+# PostgreSQL server binaries are needed by the tests and the local stack.
+postgres:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing PostgreSQL from Debian's packages..."; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else echo "PostgreSQL is missing: run 'sudo apt-get install -y postgresql'"; exit 1; fi
+
+test: setup
+	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: .venv/.synced
+	.venv/bin/ruff check functions tests infra bench
+	.venv/bin/ruff format --check functions tests infra bench
+	.venv/bin/mypy
+
+fmt: .venv/.synced
+	.venv/bin/ruff format functions tests infra bench
+	.venv/bin/ruff check --fix functions tests infra bench
+
+bench: setup
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+clean:
+	rm -rf .venv $(TOOLS) cdk.out build .fusou .bench
