@@ -1,0 +1,136 @@
+"""The catalog port: typed calls of the SQL functions over any transport."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from pydantic import TypeAdapter
+
+from fusou_compaction.catalog.models import (
+    CatalogFile,
+    CommitResult,
+    CompactedOutput,
+    Dataset,
+    DatasetStatus,
+    ExpiredLease,
+    Failure,
+    FailureRecorded,
+    GarbageObject,
+    LeaseResult,
+    RegisteredFragment,
+    Run,
+    RunStatus,
+    RunTransition,
+    Trigger,
+)
+from fusou_compaction.catalog.transport import RpcTransport
+
+_files = TypeAdapter(list[CatalogFile])
+_failures = TypeAdapter(list[Failure])
+_expired = TypeAdapter(list[ExpiredLease])
+_garbage = TypeAdapter(list[GarbageObject])
+_uuids = TypeAdapter(list[UUID])
+_strs = TypeAdapter(list[str])
+
+
+class Catalog:
+    def __init__(self, transport: RpcTransport) -> None:
+        self.transport = transport
+
+    def _call(self, function: str, **params: Any) -> Any:
+        return self.transport.call(function, {k: v for k, v in params.items() if v is not None})
+
+    def close(self) -> None:
+        self.transport.close()
+
+    # Fragments and datasets.
+    def register_fragment(
+        self, *, dataset_id: UUID, owner_id: UUID, table: str, object_key: str, size_bytes: int,
+        row_count: int, sha256: str, schema_fingerprint: str, dataset_name: str | None = None,
+    ) -> RegisteredFragment:
+        return RegisteredFragment.model_validate(self._call(
+            "register_fragment", p_dataset_id=dataset_id, p_owner_id=owner_id, p_table=table,
+            p_object_key=object_key, p_size_bytes=size_bytes, p_row_count=row_count, p_sha256=sha256,
+            p_schema_fingerprint=schema_fingerprint, p_dataset_name=dataset_name,
+        ))
+
+    def get_dataset(self, dataset_id: UUID) -> Dataset:
+        return Dataset.model_validate(self._call("get_dataset", p_dataset_id=dataset_id))
+
+    def list_live_files(self, dataset_id: UUID, table: str | None = None) -> list[CatalogFile]:
+        return _files.validate_python(self._call("list_live_files", p_dataset_id=dataset_id, p_table=table))
+
+    def dataset_status(self, dataset_id: UUID, runs: int = 10) -> DatasetStatus:
+        return DatasetStatus.model_validate(self._call("dataset_status", p_dataset_id=dataset_id, p_runs=runs))
+
+    # Scheduling.
+    def claim_pending_datasets(self, *, limit: int, claimer: str, claim_seconds: int = 3600) -> list[UUID]:
+        return _uuids.validate_python(self._call(
+            "claim_pending_datasets", p_limit=limit, p_claimer=claimer, p_claim_seconds=claim_seconds,
+        ))
+
+    def release_claims(self, dataset_ids: Sequence[UUID], claimer: str) -> int:
+        return int(self._call("release_claims", p_dataset_ids=list(dataset_ids), p_claimer=claimer))
+
+    # Runs and leases.
+    def begin_run(
+        self, *, run_id: UUID, dataset_id: UUID, trigger: Trigger, execution_id: str | None = None,
+        message: dict[str, Any] | None = None,
+    ) -> Run:
+        return Run.model_validate(self._call(
+            "begin_run", p_run_id=run_id, p_dataset_id=dataset_id, p_trigger=trigger,
+            p_execution_id=execution_id, p_message=message,
+        ))
+
+    def acquire_lease(self, *, dataset_id: UUID, run_id: UUID, lease_seconds: int) -> LeaseResult:
+        return LeaseResult.model_validate(self._call(
+            "acquire_lease", p_dataset_id=dataset_id, p_run_id=run_id, p_lease_seconds=lease_seconds,
+        ))
+
+    def release_lease(self, *, dataset_id: UUID, run_id: UUID) -> bool:
+        return bool(self._call("release_lease", p_dataset_id=dataset_id, p_run_id=run_id))
+
+    def record_run_status(
+        self, run_id: UUID, status: RunStatus, details: dict[str, Any] | None = None
+    ) -> RunTransition:
+        return RunTransition.model_validate(self._call(
+            "record_run_status", p_run_id=run_id, p_status=status, p_details=details or {},
+        ))
+
+    def commit_compaction(
+        self, *, run_id: UUID, dataset_id: UUID, removed: Sequence[UUID], outputs: Sequence[CompactedOutput],
+        metrics: dict[str, Any] | None = None, grace_seconds: int = 86_400,
+    ) -> CommitResult:
+        return CommitResult.model_validate(self._call(
+            "commit_compaction", p_run_id=run_id, p_dataset_id=dataset_id, p_removed=list(removed),
+            p_outputs=[o.model_dump(mode="json") for o in outputs], p_metrics=metrics or {},
+            p_grace_seconds=grace_seconds,
+        ))
+
+    # Failures.
+    def record_failure(
+        self, *, source: str, error: str, message_id: str | None = None, dataset_id: UUID | None = None,
+        run_id: UUID | None = None, error_step: str | None = None, body: str | None = None,
+    ) -> FailureRecorded:
+        return FailureRecorded.model_validate(self._call(
+            "record_failure", p_source=source, p_error=error, p_message_id=message_id,
+            p_dataset_id=dataset_id, p_run_id=run_id, p_error_step=error_step, p_body=body,
+        ))
+
+    def list_recent_failures(self, limit: int = 20) -> list[Failure]:
+        return _failures.validate_python(self._call("list_recent_failures", p_limit=limit))
+
+    # Housekeeping.
+    def sweep_expired_leases(self) -> list[ExpiredLease]:
+        return _expired.validate_python(self._call("sweep_expired_leases"))
+
+    def list_garbage(self, limit: int = 1000) -> list[GarbageObject]:
+        return _garbage.validate_python(self._call("list_garbage", p_limit=limit))
+
+    def mark_objects_deleted(self, file_ids: Sequence[UUID]) -> int:
+        return int(self._call("mark_objects_deleted", p_file_ids=list(file_ids)))
+
+    def find_orphans(self, keys: Sequence[str]) -> list[str]:
+        return _strs.validate_python(self._call("find_orphans", p_keys=list(keys)))

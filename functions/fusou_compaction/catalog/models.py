@@ -1,0 +1,137 @@
+"""Pydantic models of what the catalog's SQL functions take and return (snake_case JSON)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RunStatus = Literal["queued", "running", "succeeded", "skipped", "failed"]
+Trigger = Literal["manual", "scheduled", "realtime"]
+FileKind = Literal["fragment", "compacted"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Dataset(_Model):
+    id: UUID
+    owner_id: UUID
+    name: str | None = None
+    compaction_needed: bool
+    lease_owner: UUID | None = None
+    lease_expires_at: datetime | None = None
+    claimed_by: str | None = None
+    claim_expires_at: datetime | None = None
+    last_compacted_at: datetime | None = None
+    live_fragments: int
+    live_compacted: int
+    live_bytes: int
+    live_rows: int
+    compactions: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class CatalogFile(_Model):
+    id: UUID
+    dataset_id: UUID
+    table_name: str
+    kind: FileKind
+    object_key: str
+    size_bytes: int
+    row_count: int
+    sha256: str | None = None
+    schema_fingerprint: str
+    seq: int
+    added_at: datetime
+    removed_at: datetime | None = None
+
+
+class RegisteredFragment(CatalogFile):
+    duplicate: bool
+    dataset_created: bool
+
+
+class Run(_Model):
+    id: UUID
+    dataset_id: UUID
+    trigger: Trigger
+    execution_id: str | None = None
+    status: RunStatus
+    status_reason: str | None = None
+    step_timings: dict[str, float] = Field(default_factory=dict)
+    files_in: int | None = None
+    files_out: int | None = None
+    bytes_in: int | None = None
+    bytes_out: int | None = None
+    rows_in: int | None = None
+    rows_out: int | None = None
+    error_step: str | None = None
+    error: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    committed_at: datetime | None = None
+
+
+class RunTransition(Run):
+    changed: bool
+
+
+class LeaseResult(_Model):
+    acquired: bool
+    dataset: Dataset
+
+
+class CompactedOutput(_Model):
+    table_name: str
+    object_key: str
+    size_bytes: int = Field(ge=0)
+    row_count: int = Field(ge=0)
+    sha256: str | None = None
+    schema_fingerprint: str
+    input_ids: list[UUID] = Field(default_factory=list)
+
+
+class CommitResult(_Model):
+    committed: bool
+    already_committed: bool
+    compaction_needed: bool
+    run: Run
+
+
+class FailureRecorded(_Model):
+    recorded: bool
+    failure_id: int | None = None
+
+
+class Failure(_Model):
+    id: int
+    source: Literal["dlq", "workflow"]
+    message_id: str | None = None
+    dataset_id: UUID | None = None
+    run_id: UUID | None = None
+    error_step: str | None = None
+    error: str
+    body: str | None = None
+    at: datetime
+
+
+class ExpiredLease(_Model):
+    dataset_id: UUID
+    run_id: UUID | None = None
+
+
+class GarbageObject(_Model):
+    id: UUID
+    object_key: str
+
+
+class DatasetStatus(_Model):
+    dataset: Dataset
+    files: list[CatalogFile]
+    runs: list[Run]

@@ -1,0 +1,120 @@
+"""Two thin transports for the catalog's SQL functions.
+
+Both call ``fn(**params)`` with a JSON object of named arguments and return the decoded JSON
+result, exactly like PostgREST's ``POST /rest/v1/rpc/fn``; neither contains catalog logic.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from fusou_compaction.catalog.errors import CatalogError, CatalogUnavailable, InvalidCatalogArgument, error_from_code
+
+_IDENT_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+class RpcTransport(Protocol):
+    def call(self, function: str, params: Mapping[str, Any]) -> Any: ...
+    def close(self) -> None: ...
+
+
+class PostgresRpc:
+    """Direct PostgreSQL (local stack, tests, Supabase's pooler).
+
+    Arguments are bound the way PostgREST binds them: the JSON object goes through
+    ``json_to_record`` with the function's own argument types, so a JSON array becomes a
+    ``uuid[]`` and an object a ``jsonb`` without per-call casts.
+    """
+
+    def __init__(self, database_url: str, *, min_size: int = 1, max_size: int = 8, schema: str = "public") -> None:
+        self._pool = ConnectionPool(
+            database_url, min_size=min_size, max_size=max_size, open=True, name="fusou-catalog",
+            kwargs={"application_name": "fusou-compaction"},
+        )
+        self._schema = schema
+        self._signatures: dict[str, dict[str, str]] = {}
+        self._lock = threading.Lock()
+
+    def _signature(self, conn: psycopg.Connection[Any], function: str) -> dict[str, str]:
+        with self._lock:
+            cached = self._signatures.get(function)
+        if cached is not None:
+            return cached
+        rows = conn.execute(
+            "SELECT p.proargnames, ARRAY(SELECT format_type(t, NULL) FROM unnest(p.proargtypes) t)"
+            " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+            " WHERE n.nspname = %s AND p.proname = %s",
+            (self._schema, function),
+        ).fetchall()
+        if len(rows) != 1:
+            raise InvalidCatalogArgument(f"no single catalog function named {function!r}", code="PGRST202")
+        names, types = rows[0]
+        sig = dict(zip(names or [], types, strict=False))
+        with self._lock:
+            self._signatures[function] = sig
+        return sig
+
+    def call(self, function: str, params: Mapping[str, Any]) -> Any:
+        if not _IDENT_RE.fullmatch(function):
+            raise InvalidCatalogArgument(f"bad function name {function!r}")
+        try:
+            with self._pool.connection() as conn:
+                sig = self._signature(conn, function)
+                unknown = set(params) - set(sig)
+                if unknown:
+                    raise InvalidCatalogArgument(
+                        f"{function}() has no argument(s) {sorted(unknown)}", code="PGRST202"
+                    )
+                names = [n for n in sig if n in params]
+                if names:
+                    args = ", ".join(f"{n} := _.{n}" for n in names)
+                    cols = ", ".join(f"{n} {sig[n]}" for n in names)
+                    sql = f"SELECT {self._schema}.{function}({args}) FROM json_to_record(%s::json) AS _({cols})"
+                    row = conn.execute(sql.encode(), (json.dumps(dict(params), default=str),)).fetchone()  # type: ignore[call-overload]
+                else:
+                    row = conn.execute(f"SELECT {self._schema}.{function}()".encode()).fetchone()  # type: ignore[call-overload]
+                return None if row is None else row[0]
+        except psycopg.Error as exc:
+            diag = exc.diag
+            message = diag.message_primary or str(exc)
+            raise error_from_code(exc.sqlstate, message, diag.message_detail) from exc
+        except CatalogError:
+            raise
+        except Exception as exc:  # pool timeouts and the like
+            raise CatalogUnavailable(f"catalog unreachable: {exc}") from exc
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+class SupabaseRpc:
+    """supabase-py ``rpc()`` over PostgREST: the deployed default."""
+
+    def __init__(self, url: str, service_key: str, *, timeout: float = 30.0) -> None:
+        # Imported here: the supabase client pulls in httpx, gotrue, realtime; only this path needs it.
+        from supabase import ClientOptions, create_client
+
+        self._client = create_client(url, service_key, options=ClientOptions(postgrest_client_timeout=timeout))
+
+    def call(self, function: str, params: Mapping[str, Any]) -> Any:
+        from postgrest.exceptions import APIError
+
+        try:
+            payload = json.loads(json.dumps(dict(params), default=str))
+            return self._client.rpc(function, payload).execute().data
+        except APIError as exc:
+            raise error_from_code(exc.code, exc.message or str(exc), exc.details) from exc
+        except CatalogError:
+            raise
+        except Exception as exc:  # httpx transport errors
+            raise CatalogUnavailable(f"Supabase unreachable: {exc}") from exc
+
+    def close(self) -> None:
+        return None

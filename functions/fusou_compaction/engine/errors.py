@@ -1,0 +1,37 @@
+"""Typed engine errors: the state machine retries or catches them by class name."""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+
+class CorruptInputError(EngineError):
+    """An input cannot be read as Parquet: missing, truncated, corrupt or not Parquet at all.
+
+    Retrying will not help; the pipeline fails the run and names the input.
+    """
+
+    def __init__(self, input_id: str, path: str, reason: str) -> None:
+        super().__init__(f"input {input_id} ({path}) is not readable Parquet: {reason}")
+        self.input_id = input_id
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[CorruptInputError], tuple[str, str, str]]:
+        # Keeps the error picklable (process pools, Step Functions error payloads).
+        return (CorruptInputError, (self.input_id, self.path, self.reason))
+
+
+class SchemaCastError(EngineError):
+    """An input's rows could not be cast to its group's unified schema (e.g. a timestamp overflow)."""
+
+    def __init__(self, input_id: str, path: str, reason: str) -> None:
+        super().__init__(f"input {input_id} ({path}) cannot be cast to the unified schema: {reason}")
+        self.input_id = input_id
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[SchemaCastError], tuple[str, str, str]]:
+        return (SchemaCastError, (self.input_id, self.path, self.reason))
