@@ -123,6 +123,9 @@ class S3ObjectStore:
             config = Config(
                 retries={"mode": "standard", "max_attempts": 5},
                 max_pool_connections=max_pool_connections,
+                # SigV4 everywhere: botocore would presign with SigV2 in us-east-1, which signs
+                # no headers (so no Content-Length or checksum binding).
+                signature_version="s3v4",
                 connect_timeout=5,
                 read_timeout=60,
                 # Emulators and custom endpoints rarely resolve bucket.host names.
@@ -396,9 +399,9 @@ class S3MultipartWriter:
         self._raise_if_failed()
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._raise_if_failed()
         if self._closed:
             raise ValueError("I/O operation on closed S3 writer")
-        self._raise_if_failed()
         view = memoryview(data).cast("B")
         n = view.nbytes
         self._hash.update(view)
@@ -489,13 +492,13 @@ class S3MultipartWriter:
         number = self._next_part
         self._next_part += 1
         assert self._pool is not None
-        self._pending.append(self._pool.submit(self._upload_part, number, part))
+        self._pending.append(self._pool.submit(self._upload_part, self._upload_id, number, part))
 
-    def _upload_part(self, number: int, body: bytearray) -> CompletedPartTypeDef:
+    def _upload_part(self, upload_id: str, number: int, body: bytearray) -> CompletedPartTypeDef:
         resp = self.client.upload_part(
             Bucket=self.bucket,
             Key=self.key,
-            UploadId=str(self._upload_id),
+            UploadId=upload_id,
             PartNumber=number,
             Body=body,  # type: ignore[arg-type]  # botocore takes bytearray; saves a part-sized copy
         )
@@ -528,7 +531,6 @@ class S3MultipartWriter:
             err = failed[0].exception()
             assert err is not None
             self._fail(err)
-            self._closed = True
             raise ObjectStoreError(f"upload of {self.key} failed: {err}") from err
 
     def _fail(self, err: BaseException) -> None:
@@ -559,3 +561,11 @@ class S3MultipartWriter:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+if TYPE_CHECKING:
+    from fusou_compaction.ports.object_store import ObjectStore, WritableObject
+
+    # mypy proves the adapter satisfies the ports.
+    _store: type[ObjectStore] = S3ObjectStore
+    _writer: type[WritableObject] = S3MultipartWriter

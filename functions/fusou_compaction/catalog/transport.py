@@ -33,12 +33,20 @@ class PostgresRpc:
     ``uuid[]`` and an object a ``jsonb`` without per-call casts.
     """
 
-    def __init__(self, database_url: str, *, min_size: int = 1, max_size: int = 8, schema: str = "public") -> None:
+    def __init__(
+        self, database_url: str, *, min_size: int = 1, max_size: int = 8, schema: str = "public",
+        role: str | None = None,
+    ) -> None:
         self._pool = ConnectionPool(
             database_url, min_size=min_size, max_size=max_size, open=True, name="fusou-catalog",
             kwargs={"application_name": "fusou-compaction"},
         )
         self._schema = schema
+        # PostgREST runs every call as the JWT's role; the local stand-in does the same, so the
+        # grants (only service_role may execute) are exercised, not bypassed.
+        if role is not None and not _IDENT_RE.fullmatch(role):
+            raise ValueError(f"bad role name {role!r}")
+        self._role = role
         self._signatures: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
 
@@ -67,6 +75,8 @@ class PostgresRpc:
         try:
             with self._pool.connection() as conn:
                 sig = self._signature(conn, function)
+                if self._role:
+                    conn.execute(f"SET LOCAL ROLE {self._role}".encode())  # type: ignore[call-overload]
                 unknown = set(params) - set(sig)
                 if unknown:
                     raise InvalidCatalogArgument(
@@ -99,9 +109,12 @@ class SupabaseRpc:
 
     def __init__(self, url: str, service_key: str, *, timeout: float = 30.0) -> None:
         # Imported here: the supabase client pulls in httpx, gotrue, realtime; only this path needs it.
-        from supabase import ClientOptions, create_client
+        import httpx
+        from supabase import create_client
+        from supabase.lib.client_options import SyncClientOptions
 
-        self._client = create_client(url, service_key, options=ClientOptions(postgrest_client_timeout=timeout))
+        self._http = httpx.Client(timeout=timeout)
+        self._client = create_client(url, service_key, options=SyncClientOptions(httpx_client=self._http))
 
     def call(self, function: str, params: Mapping[str, Any]) -> Any:
         from postgrest.exceptions import APIError
@@ -117,4 +130,4 @@ class SupabaseRpc:
             raise CatalogUnavailable(f"Supabase unreachable: {exc}") from exc
 
     def close(self) -> None:
-        return None
+        self._http.close()

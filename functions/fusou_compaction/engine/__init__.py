@@ -1,0 +1,57 @@
+"""The compaction engine: plan bins, unify schemas, stream-merge Parquet. No catalog, no AWS."""
+
+from __future__ import annotations
+
+from fusou_compaction.engine.errors import CorruptInputError, EngineError, SchemaCastError
+from fusou_compaction.engine.merge import (
+    DEFAULT_TUNING,
+    BinResult,
+    MergeTuning,
+    OpenOutput,
+    OutputFile,
+    compact_bin,
+)
+from fusou_compaction.engine.planner import (
+    DEFAULT_TARGET_FILE_SIZE,
+    MiB,
+    InputFile,
+    PlannedBin,
+    plan_table,
+)
+from fusou_compaction.engine.schema import (
+    SchemaGroup,
+    conform_table,
+    merge_schemas,
+    merge_types,
+    normalize_schema,
+    schema_fingerprint,
+    unify_schemas,
+)
+from fusou_compaction.engine.sinks import LocalDirSink, LocalFileWriter, open_local_output
+
+__all__ = [
+    "DEFAULT_TARGET_FILE_SIZE",
+    "DEFAULT_TUNING",
+    "BinResult",
+    "CorruptInputError",
+    "EngineError",
+    "InputFile",
+    "LocalDirSink",
+    "LocalFileWriter",
+    "MergeTuning",
+    "MiB",
+    "OpenOutput",
+    "OutputFile",
+    "PlannedBin",
+    "SchemaCastError",
+    "SchemaGroup",
+    "compact_bin",
+    "conform_table",
+    "merge_schemas",
+    "merge_types",
+    "normalize_schema",
+    "open_local_output",
+    "plan_table",
+    "schema_fingerprint",
+    "unify_schemas",
+]

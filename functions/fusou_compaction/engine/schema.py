@@ -223,6 +223,8 @@ def conform_table(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """
     if table.schema.equals(schema, check_metadata=False):
         return table
+    if len(set(schema.names)) != len(schema.names):
+        return table.cast(schema)  # a group of its own (see unify_schemas): same layout, by position
     names = table.schema.names
     columns: list[pa.ChunkedArray | pa.Array] = []
     for f in schema:
