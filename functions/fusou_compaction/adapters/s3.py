@@ -207,7 +207,7 @@ class S3ObjectStore:
     # -- many objects -----------------------------------------------------------------------
 
     def delete_many(self, keys: list[str]) -> list[str]:
-        unique = list(dict.fromkeys(keys))
+        unique = list(keys)
         failed: list[str] = []
         for i in range(0, len(unique), DELETE_BATCH):
             batch = unique[i : i + DELETE_BATCH]

@@ -1,0 +1,337 @@
+"""The streaming merge: rows in = rows out, in upload order, for every kind of drift and bad input."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+from engine_testkit import (
+    all_files,
+    input_files,
+    output_paths,
+    rows_of_input,
+    rows_of_output,
+    run_bin,
+    write_fragment,
+)
+
+from fusou_compaction.engine import (
+    CorruptInputError,
+    InputFile,
+    LocalDirSink,
+    MergeTuning,
+    compact_bin,
+    schema_fingerprint,
+)
+from fusou_compaction.synth import Drift, generate_fragments, make_table
+
+SMALL_ROW_GROUPS = MergeTuning(row_group_bytes=64 * 1024, read_ahead_bytes=128 * 1024)
+
+
+def _assert_rows_preserved_in_order(paths: list[Path], out_dir: Path) -> None:
+    expected = [r for p in paths for r in rows_of_input(p)]
+    actual = [r for p in output_paths(out_dir) for r in rows_of_output(p)]
+    assert len(actual) == len(expected)
+    assert actual == expected
+
+
+def _drift_fragments(tmp_path: Path, table: str, drifts: list[Drift], rows: int = 300) -> list[Path]:
+    return [
+        write_fragment(tmp_path / "in" / f"f{i:03d}.parquet", make_table(table, rows, seq=i, drift=d))
+        for i, d in enumerate(drifts)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("table", "drifts"),
+    [
+        pytest.param("battle", [Drift(), Drift(extra_column=True), Drift()], id="missing-nullable-column"),
+        pytest.param("air_battle", [Drift(), Drift(extra_column=True)], id="missing-struct-field"),
+        pytest.param("battle", [Drift(), Drift(wide_ints=True)], id="int16-int32-int64-widening"),
+        pytest.param("battle", [Drift(null_typed_column=True), Drift()], id="null-typed-column"),
+        pytest.param("ship_state", [Drift(dictionary_strings=True), Drift()], id="dictionary-vs-plain"),
+        pytest.param(
+            "hougeki",
+            [Drift(ts_unit="ms", ts_tz=None), Drift(ts_unit="us", ts_tz="Asia/Tokyo"), Drift(ts_tz="UTC")],
+            id="timestamp-unit-and-zone",
+        ),
+        pytest.param("hougeki", [Drift(), Drift(), Drift()], id="nested-lists"),
+        pytest.param("battle", [Drift(empty=True), Drift(), Drift(empty=True)], id="empty-fragments"),
+    ],
+)
+def test_drift_keeps_every_row_in_upload_order(tmp_path: Path, table: str, drifts: list[Drift]) -> None:
+    # Given fragments of one table written by clients that drift from each other
+    paths = _drift_fragments(tmp_path, table, drifts)
+
+    # When they are compacted as one bin, in small row groups so pieces cross row-group borders
+    result = run_bin(input_files(paths), tmp_path / "out", tuning=SMALL_ROW_GROUPS)
+
+    # Then one schema group holds everything and DuckDB reads back every row, in upload order
+    assert len({o.schema_fingerprint for o in result.outputs}) == 1
+    _assert_rows_preserved_in_order(paths, tmp_path / "out")
+
+
+def test_widened_integer_takes_the_widest_type(tmp_path: Path) -> None:
+    # Given cell_id as int16 and exp as int32 in one fragment, int32/int64 in the next
+    paths = _drift_fragments(tmp_path, "battle", [Drift(), Drift(wide_ints=True)])
+
+    # When compacted
+    run_bin(input_files(paths), tmp_path / "out")
+
+    # Then the output schema holds the widest integers and a big value survives
+    schema = pq.read_schema(output_paths(tmp_path / "out")[0])
+    assert schema.field("cell_id").type == pa.int32()
+    assert schema.field("exp").type == pa.int64()
+
+
+def test_timestamps_become_utc_instants_at_the_finest_unit(tmp_path: Path) -> None:
+    # Given the same instant written as naive ms, Tokyo us and UTC ms
+    instant = datetime(2025, 3, 1, 12, 0, 0)
+    tables = [
+        pa.table({"at": pa.array([instant], pa.timestamp("ms"))}),
+        pa.table({"at": pa.array([instant], pa.timestamp("us", tz="UTC")).cast(pa.timestamp("us", "Asia/Tokyo"))}),
+        pa.table({"at": pa.array([instant], pa.timestamp("ms", tz="UTC"))}),
+    ]
+    paths = [write_fragment(tmp_path / f"f{i}.parquet", t) for i, t in enumerate(tables)]
+
+    # When compacted
+    run_bin(input_files(paths), tmp_path / "out")
+
+    # Then all three rows are the same UTC instant in a us, UTC column
+    out = output_paths(tmp_path / "out")[0]
+    assert pq.read_schema(out).field("at").type == pa.timestamp("us", tz="UTC")
+    con = duckdb.connect()
+    con.execute("SET TimeZone='UTC'")
+    epochs = con.execute("SELECT epoch_us(\"at\") FROM read_parquet(?)", [str(out)]).fetchall()
+    assert {e for (e,) in epochs} == {int((instant - datetime(1970, 1, 1)).total_seconds() * 1_000_000)}
+
+
+def test_incompatible_column_types_go_to_separate_outputs_without_dropping_rows(tmp_path: Path) -> None:
+    # Given a column that is an int in two fragments and a string in the one between them
+    tables = [
+        pa.table({"k": pa.array([1, 2], pa.int64()), "ship": ["Fubuki", "Kaga"]}),
+        pa.table({"k": pa.array(["x", "y", "z"]), "ship": ["Akagi", "Hiei", "Mutsu"]}),
+        pa.table({"k": pa.array([3], pa.int16()), "ship": ["Nagato"]}),
+    ]
+    paths = [write_fragment(tmp_path / f"f{i}.parquet", t) for i, t in enumerate(tables)]
+
+    # When compacted as one bin
+    result = run_bin(input_files(paths), tmp_path / "out")
+
+    # Then two outputs: the int group (both int inputs, in order) and the string group
+    outs = output_paths(tmp_path / "out")
+    assert len(outs) == 2
+    assert [o.input_ids for o in result.outputs] == [["in-0000", "in-0002"], ["in-0001"]]
+    assert rows_of_output(outs[0]) == rows_of_input(paths[0]) + rows_of_input(paths[2])
+    assert rows_of_output(outs[1]) == rows_of_input(paths[1])
+    assert len({o.schema_fingerprint for o in result.outputs}) == 2
+
+
+def test_synthetic_battle_data_with_all_drift_is_preserved(tmp_path: Path) -> None:
+    # Given a small synthetic lake with random drift on every table
+    paths = generate_fragments(tmp_path / "in", fragments=12, rows_per_fragment=400, seed=7)
+
+    for table in ("battle", "hougeki", "air_battle", "ship_state"):
+        table_paths = [p for p in paths if p.parent.name == table]
+        # When each table is compacted
+        result = run_bin(input_files(table_paths), tmp_path / "out" / table, tuning=SMALL_ROW_GROUPS)
+        # Then every row comes back in order, and the engine's counters agree with DuckDB
+        _assert_rows_preserved_in_order(table_paths, tmp_path / "out" / table)
+        assert result.rows_in == result.rows_out == sum(pq.read_metadata(p).num_rows for p in table_paths)
+
+
+def test_outputs_are_readable_by_pyarrow_duckdb_and_polars(tmp_path: Path) -> None:
+    # Given compacted drifted air_battle fragments (structs, lists, zones)
+    paths = generate_fragments(tmp_path / "in", tables=["air_battle"], fragments=8, rows_per_fragment=500)
+    result = run_bin(input_files(paths), tmp_path / "out")
+    out = output_paths(tmp_path / "out")[0]
+
+    # When three independent readers count rows and sum a nested field
+    pa_table = pq.read_table(out)
+    duck_rows, duck_sum = duckdb.sql(f"SELECT count(*), sum(stage1.f_count) FROM read_parquet('{out}')").fetchone()  # type: ignore[misc]
+    pl_df = pl.read_parquet(out)
+
+    # Then they agree with each other and with the inputs
+    assert pa_table.num_rows == duck_rows == pl_df.height == result.rows_in
+    expected_sum = sum(
+        sum(v for v in pq.read_table(p).column("stage1").combine_chunks().field("f_count").to_pylist() if v)
+        for p in paths
+    )
+    assert duck_sum == pl_df["stage1"].struct.field("f_count").sum() == expected_sum
+
+
+def test_zero_row_fragments_are_consumed_without_an_output(tmp_path: Path) -> None:
+    # Given an empty fragment between two with rows, and a bin that is only an empty fragment
+    paths = _drift_fragments(tmp_path, "battle", [Drift(), Drift(empty=True), Drift()], rows=50)
+
+    # When compacted
+    result = run_bin(input_files(paths), tmp_path / "out")
+    only_empty = run_bin(input_files(paths[1:2]), tmp_path / "out-empty")
+
+    # Then the empty one is reported as consumed and belongs to no output; nothing is written for
+    # a bin of empties
+    assert result.consumed_without_output == ["in-0001"]
+    assert result.outputs[0].input_ids == ["in-0000", "in-0002"]
+    assert result.rows_out == 100
+    assert only_empty.outputs == []
+    assert only_empty.consumed_without_output == ["in-0000"]
+    assert all_files(tmp_path / "out-empty") == []
+
+
+def test_a_huge_row_group_is_split_into_bounded_row_groups(tmp_path: Path) -> None:
+    # Given a file with one row group of 200k rows, larger than the configured row-group budget
+    big = make_table("ship_state", 200_000, seq=1)
+    paths = [
+        write_fragment(tmp_path / "a.parquet", make_table("ship_state", 100, seq=0)),
+        write_fragment(tmp_path / "big.parquet", big, row_group_size=200_000),
+    ]
+    assert pq.read_metadata(paths[1]).num_row_groups == 1
+    tuning = MergeTuning(row_group_bytes=1024 * 1024, read_ahead_bytes=1024 * 1024)
+
+    # When compacted
+    result = run_bin(input_files(paths), tmp_path / "out", tuning=tuning)
+
+    # Then every row is there in order, and no output row group is anywhere near 200k rows
+    _assert_rows_preserved_in_order(paths, tmp_path / "out")
+    md = pq.read_metadata(output_paths(tmp_path / "out")[0])
+    assert md.num_row_groups > 4
+    assert max(md.row_group(i).num_rows for i in range(md.num_row_groups)) < 100_000
+    assert result.rows_out == 200_100
+
+
+def test_outputs_roll_over_near_the_target_size_and_are_named_deterministically(tmp_path: Path) -> None:
+    # Given ~2 MB of fragments and a 256 KiB target
+    paths = generate_fragments(tmp_path / "in", tables=["battle"], fragments=10, rows_per_fragment=3000)
+    tuning = MergeTuning(row_group_bytes=128 * 1024, read_ahead_bytes=256 * 1024)
+
+    # When compacted twice (a retry)
+    first = run_bin(input_files(paths), tmp_path / "out", target_file_size=256 * 1024, tuning=tuning)
+    second = run_bin(input_files(paths), tmp_path / "out", target_file_size=256 * 1024, tuning=tuning)
+
+    # Then several outputs, none far beyond the target, named part-00000-NNN, and the retry
+    # overwrote exactly its own files with identical bytes
+    names = [o.name for o in first.outputs]
+    assert len(names) > 2
+    assert names == [f"part-00000-{n:03d}.parquet" for n in range(len(names))]
+    assert [p.name for p in output_paths(tmp_path / "out")] == names
+    assert all(o.bytes < 2 * 256 * 1024 for o in first.outputs)
+    assert [o.sha256 for o in first.outputs] == [o.sha256 for o in second.outputs]
+    _assert_rows_preserved_in_order(paths, tmp_path / "out")
+
+
+def test_output_metadata_matches_the_file(tmp_path: Path) -> None:
+    # Given a compacted bin
+    paths = _drift_fragments(tmp_path, "hougeki", [Drift(), Drift()])
+    result = run_bin(input_files(paths), tmp_path / "out")
+
+    # Then size, rows, sha256 and fingerprint describe the file on disk
+    import hashlib
+
+    (out,) = result.outputs
+    data = (tmp_path / "out" / out.name).read_bytes()
+    assert out.bytes == len(data)
+    assert out.sha256 == hashlib.sha256(data).hexdigest()
+    assert out.rows == pq.read_metadata(tmp_path / "out" / out.name).num_rows
+    assert out.schema_fingerprint == schema_fingerprint(pq.read_schema(tmp_path / "out" / out.name))
+
+
+def _corrupt_page(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[4:64] = b"\xff" * 60  # first page header: the footer stays valid, decoding fails
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not-parquet", "missing", "corrupt-page"])
+def test_bad_input_raises_corrupt_input_error_naming_it_and_leaves_no_file(tmp_path: Path, damage: str) -> None:
+    # Given three good fragments and one damaged one in the middle
+    paths = _drift_fragments(tmp_path, "battle", [Drift()] * 4, rows=2000)
+    bad = paths[2]
+    if damage == "truncated":
+        bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    elif damage == "not-parquet":
+        bad.write_text("battle_id,map_id\n1,1-1\n")
+    elif damage == "missing":
+        bad.unlink()
+    else:
+        _corrupt_page(bad)
+    inputs = [
+        InputFile(id=f"in-{i}", path=str(p), size_bytes=1000, seq=i) for i, p in enumerate(paths)
+    ]
+
+    # When compacted with tiny row groups, so an output is already open when the bad one is read
+    with pytest.raises(CorruptInputError) as info:
+        compact_bin(
+            inputs,
+            source_fs=pafs.LocalFileSystem(),
+            open_output=LocalDirSink(tmp_path / "out"),
+            tuning=MergeTuning(row_group_bytes=32 * 1024, read_ahead_bytes=32 * 1024),
+        )
+
+    # Then the error names the bad input and no file (final or temporary) is left behind
+    assert info.value.input_id == "in-2"
+    assert info.value.path == str(bad)
+    assert all_files(tmp_path / "out") == []
+
+
+def test_row_count_mismatch_with_the_catalog_is_corrupt_input(tmp_path: Path) -> None:
+    # Given a fragment whose recorded row count differs from its footer
+    (path,) = _drift_fragments(tmp_path, "battle", [Drift()], rows=10)
+    inp = InputFile(id="frag-x", path=str(path), size_bytes=path.stat().st_size, row_count=11)
+
+    # When compacted, Then the mismatch is reported against that input
+    with pytest.raises(CorruptInputError, match="frag-x"):
+        run_bin([inp], tmp_path / "out")
+
+
+class _RecordingSink:
+    """open_output that fails on the second output and records what happened to each one."""
+
+    def __init__(self, inner: LocalDirSink) -> None:
+        self.inner = inner
+        self.events: list[str] = []
+
+    def __call__(self, name: str):  # type: ignore[no-untyped-def]
+        writer = self.inner(name)
+        events = self.events
+        real_write, real_abort = writer.write, writer.abort
+        calls = {"n": 0}
+
+        def write(data):  # type: ignore[no-untyped-def]
+            calls["n"] += 1
+            if name.endswith("-001.parquet") and calls["n"] > 3:
+                raise OSError("disk full")
+            return real_write(data)
+
+        def abort() -> None:
+            events.append(f"abort {name}")
+            real_abort()
+
+        writer.write = write  # type: ignore[method-assign]
+        writer.abort = abort  # type: ignore[method-assign]
+        return writer
+
+
+def test_a_failing_output_aborts_the_open_output_and_propagates(tmp_path: Path) -> None:
+    # Given a sink that fails while writing the second output
+    paths = generate_fragments(tmp_path / "in", tables=["battle"], fragments=8, rows_per_fragment=3000)
+    sink = _RecordingSink(LocalDirSink(tmp_path / "out"))
+
+    # When compacted with a small target so a second output is needed
+    with pytest.raises(OSError, match="disk full"):
+        compact_bin(
+            input_files(paths),
+            source_fs=pafs.LocalFileSystem(),
+            open_output=sink,
+            target_file_size=200 * 1024,
+            tuning=MergeTuning(row_group_bytes=64 * 1024, read_ahead_bytes=64 * 1024, write_buffer_bytes=16 * 1024),
+        )
+
+    # Then the failing output was aborted (no partial file under its name), the finished one stays
+    assert sink.events == ["abort part-00000-001.parquet"]
+    assert [p.name for p in all_files(tmp_path / "out")] == ["part-00000-000.parquet"]
