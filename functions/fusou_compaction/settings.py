@@ -60,8 +60,10 @@ class Settings(BaseSettings):
     def _catalog_is_reachable(self) -> Settings:
         if self.catalog_transport == "postgres" and self.database_url is None:
             raise ValueError("FUSOU_DATABASE_URL is required when FUSOU_CATALOG_TRANSPORT=postgres")
-        if self.catalog_transport == "supabase" and self.secrets_arn is None and (
-            self.supabase_url is None or self.supabase_service_key is None
+        if (
+            self.catalog_transport == "supabase"
+            and self.secrets_arn is None
+            and (self.supabase_url is None or self.supabase_service_key is None)
         ):
             raise ValueError(
                 "FUSOU_SUPABASE_URL and FUSOU_SUPABASE_SERVICE_KEY (or FUSOU_SECRETS_ARN) are required "

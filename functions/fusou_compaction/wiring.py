@@ -33,8 +33,11 @@ def aws_client(settings: Settings, service: str) -> Any:
 def load_secrets(settings: Settings) -> ServiceSecrets:
     """Direct settings win; otherwise the secret named by FUSOU_SECRETS_ARN (cached 5 minutes by Powertools)."""
     direct = ServiceSecrets(
-        supabase_url=settings.supabase_url, supabase_service_key=settings.supabase_service_key,
-        jwt_secret=settings.jwt_secret, jwks_url=settings.jwks_url, admin_token=settings.admin_token,
+        supabase_url=settings.supabase_url,
+        supabase_service_key=settings.supabase_service_key,
+        jwt_secret=settings.jwt_secret,
+        jwks_url=settings.jwks_url,
+        admin_token=settings.admin_token,
     )
     if settings.secrets_arn is None:
         return direct

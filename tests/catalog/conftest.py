@@ -38,12 +38,19 @@ class World:
     owner: UUID
     dataset: UUID
 
-    def fragment(self, table: str = "battle", rows: int = 10, size: int = 1000, content: str | None = None) -> CatalogFile:
+    def fragment(
+        self, table: str = "battle", rows: int = 10, size: int = 1000, content: str | None = None
+    ) -> CatalogFile:
         sha = hashlib.sha256((content or f"frag-{next(_n)}").encode()).hexdigest()
         return self.catalog.register_fragment(
-            dataset_id=self.dataset, owner_id=self.owner, table=table,
+            dataset_id=self.dataset,
+            owner_id=self.owner,
+            table=table,
             object_key=keys.fragment_key(self.dataset, table, sha),
-            size_bytes=size, row_count=rows, sha256=sha, schema_fingerprint="fp1",
+            size_bytes=size,
+            row_count=rows,
+            sha256=sha,
+            schema_fingerprint="fp1",
         )
 
     def running_run(self, lease_seconds: int = 300) -> UUID:
@@ -55,9 +62,12 @@ class World:
 
     def output_for(self, run: UUID, inputs: list[CatalogFile], part: int = 0, table: str = "battle") -> CompactedOutput:
         return CompactedOutput(
-            table_name=table, object_key=keys.compacted_key(self.dataset, table, run, part),
-            size_bytes=sum(f.size_bytes for f in inputs), row_count=sum(f.row_count for f in inputs),
-            schema_fingerprint="fp1", input_ids=[f.id for f in inputs],
+            table_name=table,
+            object_key=keys.compacted_key(self.dataset, table, run, part),
+            size_bytes=sum(f.size_bytes for f in inputs),
+            row_count=sum(f.row_count for f in inputs),
+            schema_fingerprint="fp1",
+            input_ids=[f.id for f in inputs],
         )
 
 

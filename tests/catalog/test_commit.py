@@ -17,9 +17,7 @@ from .conftest import World
 
 
 def _snapshot(sql: psycopg.Connection) -> list[tuple[object, ...]]:
-    return sql.execute(
-        "SELECT object_key, kind, removed_at IS NULL FROM dataset_files ORDER BY object_key"
-    ).fetchall()
+    return sql.execute("SELECT object_key, kind, removed_at IS NULL FROM dataset_files ORDER BY object_key").fetchall()
 
 
 def test_commit_swaps_inputs_for_outputs_and_records_the_run(world: World) -> None:
@@ -28,15 +26,23 @@ def test_commit_swaps_inputs_for_outputs_and_records_the_run(world: World) -> No
     run = world.running_run()
     # When the run commits one output with all their rows
     result = world.catalog.commit_compaction(
-        run_id=run, dataset_id=world.dataset, removed=[f.id for f in frags],
-        outputs=[world.output_for(run, frags)], metrics={"step_timings": {"Compact": 1.5}},
+        run_id=run,
+        dataset_id=world.dataset,
+        removed=[f.id for f in frags],
+        outputs=[world.output_for(run, frags)],
+        metrics={"step_timings": {"Compact": 1.5}},
     )
     # Then the output is the only live file, the run succeeded with its numbers, the lease is free
     live = world.catalog.list_live_files(world.dataset)
     assert [f.kind for f in live] == ["compacted"] and live[0].row_count == 6
     assert result.committed and not result.already_committed and not result.compaction_needed
     assert (result.run.status, result.run.files_in, result.run.files_out, result.run.rows_in, result.run.rows_out) == (
-        "succeeded", 3, 1, 6, 6)
+        "succeeded",
+        3,
+        1,
+        6,
+        6,
+    )
     assert result.run.step_timings == {"Compact": 1.5}
     ds = world.catalog.get_dataset(world.dataset)
     assert ds.lease_owner is None and ds.compactions == 1 and ds.live_rows == 6
@@ -45,8 +51,12 @@ def test_commit_swaps_inputs_for_outputs_and_records_the_run(world: World) -> No
 def test_a_second_commit_of_the_same_run_changes_nothing(world: World, sql: psycopg.Connection) -> None:
     frags = [world.fragment(), world.fragment()]
     run = world.running_run()
-    args = {"run_id": run, "dataset_id": world.dataset, "removed": [f.id for f in frags],
-            "outputs": [world.output_for(run, frags)]}
+    args = {
+        "run_id": run,
+        "dataset_id": world.dataset,
+        "removed": [f.id for f in frags],
+        "outputs": [world.output_for(run, frags)],
+    }
     world.catalog.commit_compaction(**args)  # type: ignore[arg-type]
     before = _snapshot(sql)
     again = world.catalog.commit_compaction(**args)  # type: ignore[arg-type]
@@ -60,18 +70,22 @@ def test_commit_after_the_lease_expired_changes_nothing(world: World, sql: psyco
     before = _snapshot(sql)
     with pytest.raises(LeaseNotHeld):
         world.catalog.commit_compaction(
-            run_id=run, dataset_id=world.dataset, removed=[frags[0].id], outputs=[world.output_for(run, frags)])
+            run_id=run, dataset_id=world.dataset, removed=[frags[0].id], outputs=[world.output_for(run, frags)]
+        )
     assert _snapshot(sql) == before
 
 
-def test_commit_with_an_input_already_removed_names_it_and_changes_nothing(world: World, sql: psycopg.Connection) -> None:
+def test_commit_with_an_input_already_removed_names_it_and_changes_nothing(
+    world: World, sql: psycopg.Connection
+) -> None:
     frags = [world.fragment(), world.fragment()]
     run = world.running_run()
     sql.execute("UPDATE dataset_files SET removed_at = now(), delete_after = now() WHERE id = %s", (frags[1].id,))
     before = _snapshot(sql)
     with pytest.raises(InputsNotLive) as exc:
         world.catalog.commit_compaction(
-            run_id=run, dataset_id=world.dataset, removed=[f.id for f in frags], outputs=[world.output_for(run, frags)])
+            run_id=run, dataset_id=world.dataset, removed=[f.id for f in frags], outputs=[world.output_for(run, frags)]
+        )
     assert str(frags[1].id) in exc.value.message
     assert _snapshot(sql) == before
 
@@ -82,7 +96,9 @@ def test_rows_out_must_equal_rows_in(world: World, sql: psycopg.Connection) -> N
     short = world.output_for(run, frags).model_copy(update={"row_count": 9})
     before = _snapshot(sql)
     with pytest.raises(InvalidCatalogArgument, match="rows in <> rows out"):
-        world.catalog.commit_compaction(run_id=run, dataset_id=world.dataset, removed=[f.id for f in frags], outputs=[short])
+        world.catalog.commit_compaction(
+            run_id=run, dataset_id=world.dataset, removed=[f.id for f in frags], outputs=[short]
+        )
     assert _snapshot(sql) == before
 
 
@@ -90,7 +106,8 @@ def test_outputs_must_live_under_the_runs_own_prefix(world: World) -> None:
     frags = [world.fragment()]
     run = world.running_run()
     foreign = world.output_for(run, frags).model_copy(
-        update={"object_key": keys.compacted_key(world.dataset, "battle", uuid4(), 0)})
+        update={"object_key": keys.compacted_key(world.dataset, "battle", uuid4(), 0)}
+    )
     with pytest.raises(InvalidCatalogArgument, match="prefix"):
         world.catalog.commit_compaction(run_id=run, dataset_id=world.dataset, removed=[frags[0].id], outputs=[foreign])
 
@@ -102,7 +119,8 @@ def test_a_run_that_is_not_running_cannot_commit(world: World) -> None:
     world.catalog.acquire_lease(dataset_id=world.dataset, run_id=run, lease_seconds=60)
     with pytest.raises(LeaseNotHeld, match="queued"):
         world.catalog.commit_compaction(
-            run_id=run, dataset_id=world.dataset, removed=[frags[0].id], outputs=[world.output_for(run, frags)])
+            run_id=run, dataset_id=world.dataset, removed=[frags[0].id], outputs=[world.output_for(run, frags)]
+        )
 
 
 def test_commit_of_an_unknown_run_is_not_found(world: World) -> None:
@@ -118,7 +136,8 @@ def test_a_fragment_uploaded_during_the_run_stays_live_and_keeps_work_pending(wo
     # When a new fragment arrives before the commit
     late = world.fragment()
     result = world.catalog.commit_compaction(
-        run_id=run, dataset_id=world.dataset, removed=[f.id for f in planned], outputs=[world.output_for(run, planned)])
+        run_id=run, dataset_id=world.dataset, removed=[f.id for f in planned], outputs=[world.output_for(run, planned)]
+    )
     # Then it is still live, sorts after the compacted rows, and the dataset still needs work
     live = world.catalog.list_live_files(world.dataset)
     assert [(f.kind, f.id == late.id) for f in live] == [("compacted", False), ("fragment", True)]
@@ -133,8 +152,8 @@ def test_concurrent_commits_of_one_run_commit_once(world: World, sql: psycopg.Co
     def commit(_: int) -> bool:
         barrier.wait()
         return world.catalog.commit_compaction(
-            run_id=run, dataset_id=world.dataset, removed=[f.id for f in frags],
-            outputs=[world.output_for(run, frags)]).already_committed
+            run_id=run, dataset_id=world.dataset, removed=[f.id for f in frags], outputs=[world.output_for(run, frags)]
+        ).already_committed
 
     with ThreadPoolExecutor(5) as pool:
         outcomes = sorted(pool.map(commit, range(5)))
@@ -154,8 +173,11 @@ def test_a_stale_run_loses_to_the_run_that_took_over_its_lease(world: World, sql
         barrier.wait()
         try:
             world.catalog.commit_compaction(
-                run_id=run, dataset_id=world.dataset, removed=[f.id for f in frags],  # type: ignore[arg-type]
-                outputs=[world.output_for(run, frags)])  # type: ignore[arg-type]
+                run_id=run,
+                dataset_id=world.dataset,
+                removed=[f.id for f in frags],  # type: ignore[arg-type]
+                outputs=[world.output_for(run, frags)],
+            )  # type: ignore[arg-type]
             return "committed"
         except LeaseNotHeld:
             return "lease lost"
@@ -205,7 +227,8 @@ def test_outputs_take_the_upload_position_of_their_earliest_input(world: World) 
     run = world.running_run()
     outs = [world.output_for(run, first, part=0), world.output_for(run, [later], part=1)]
     world.catalog.commit_compaction(
-        run_id=run, dataset_id=world.dataset, removed=[f.id for f in [*first, later]], outputs=outs)
+        run_id=run, dataset_id=world.dataset, removed=[f.id for f in [*first, later]], outputs=outs
+    )
     live = world.catalog.list_live_files(world.dataset)
     assert [f.seq for f in live] == [first[0].seq, later.seq]
     assert [f.object_key for f in live] == [o.object_key for o in outs]
@@ -216,10 +239,16 @@ def test_compacted_outputs_of_several_tables_commit_together(world: World) -> No
     ships = [world.fragment(table="ship_state", rows=4)]
     run = world.running_run()
     world.catalog.commit_compaction(
-        run_id=run, dataset_id=world.dataset, removed=[battle[0].id, ships[0].id],
-        outputs=[world.output_for(run, battle, table="battle"), world.output_for(run, ships, table="ship_state")])
+        run_id=run,
+        dataset_id=world.dataset,
+        removed=[battle[0].id, ships[0].id],
+        outputs=[world.output_for(run, battle, table="battle"), world.output_for(run, ships, table="ship_state")],
+    )
     live = world.catalog.list_live_files(world.dataset)
-    assert {(f.table_name, f.kind, f.row_count) for f in live} == {("battle", "compacted", 3), ("ship_state", "compacted", 4)}
+    assert {(f.table_name, f.kind, f.row_count) for f in live} == {
+        ("battle", "compacted", 3),
+        ("ship_state", "compacted", 4),
+    }
 
 
 def test_an_empty_output_list_for_zero_row_inputs_is_allowed(world: World) -> None:
@@ -234,7 +263,11 @@ def test_output_rows_count_in_their_own_table(world: World) -> None:
     frags = [world.fragment(table="battle", rows=3)]
     run = world.running_run()
     wrong = CompactedOutput(
-        table_name="ship_state", object_key=keys.compacted_key(world.dataset, "ship_state", run, 0),
-        size_bytes=1, row_count=3, schema_fingerprint="fp")
+        table_name="ship_state",
+        object_key=keys.compacted_key(world.dataset, "ship_state", run, 0),
+        size_bytes=1,
+        row_count=3,
+        schema_fingerprint="fp",
+    )
     with pytest.raises(InvalidCatalogArgument):
         world.catalog.commit_compaction(run_id=run, dataset_id=world.dataset, removed=[frags[0].id], outputs=[wrong])

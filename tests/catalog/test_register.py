@@ -63,8 +63,14 @@ def test_a_key_outside_the_datasets_prefix_is_refused(world: World, catalog: Cat
     # When it is registered for this dataset, Then it is refused as an invalid argument
     with pytest.raises(InvalidCatalogArgument, match="not under"):
         catalog.register_fragment(
-            dataset_id=world.dataset, owner_id=world.owner, table="battle", object_key=other,
-            size_bytes=1, row_count=1, sha256="a" * 64, schema_fingerprint="fp",
+            dataset_id=world.dataset,
+            owner_id=world.owner,
+            table="battle",
+            object_key=other,
+            size_bytes=1,
+            row_count=1,
+            sha256="a" * 64,
+            schema_fingerprint="fp",
         )
 
 
@@ -72,18 +78,28 @@ def test_a_key_outside_the_datasets_prefix_is_refused(world: World, catalog: Cat
 def test_unsafe_table_names_are_refused(world: World, catalog: Catalog, table: str) -> None:
     with pytest.raises(InvalidCatalogArgument):
         catalog.register_fragment(
-            dataset_id=world.dataset, owner_id=world.owner, table=table,
+            dataset_id=world.dataset,
+            owner_id=world.owner,
+            table=table,
             object_key=f"datasets/{world.dataset}/{table}/fragments/x.parquet",
-            size_bytes=1, row_count=1, sha256="a" * 64, schema_fingerprint="fp",
+            size_bytes=1,
+            row_count=1,
+            sha256="a" * 64,
+            schema_fingerprint="fp",
         )
 
 
 def test_a_malformed_sha256_is_an_invalid_argument(world: World, catalog: Catalog) -> None:
     with pytest.raises(InvalidCatalogArgument):
         catalog.register_fragment(
-            dataset_id=world.dataset, owner_id=world.owner, table="battle",
+            dataset_id=world.dataset,
+            owner_id=world.owner,
+            table="battle",
             object_key=f"datasets/{world.dataset}/battle/fragments/x.parquet",
-            size_bytes=1, row_count=1, sha256="NOT-HEX", schema_fingerprint="fp",
+            size_bytes=1,
+            row_count=1,
+            sha256="NOT-HEX",
+            schema_fingerprint="fp",
         )
 
 
@@ -113,9 +129,14 @@ def test_two_owners_racing_to_create_one_dataset_leave_one_owner(catalog: Catalo
         sha = hashlib.sha256(str(owner).encode()).hexdigest()
         try:
             catalog.register_fragment(
-                dataset_id=dataset, owner_id=owner, table="battle",  # type: ignore[arg-type]
-                object_key=keys.fragment_key(dataset, "battle", sha), size_bytes=1, row_count=1,
-                sha256=sha, schema_fingerprint="fp",
+                dataset_id=dataset,
+                owner_id=owner,
+                table="battle",  # type: ignore[arg-type]
+                object_key=keys.fragment_key(dataset, "battle", sha),
+                size_bytes=1,
+                row_count=1,
+                sha256=sha,
+                schema_fingerprint="fp",
             )
             return "ok"
         except DatasetForbidden:

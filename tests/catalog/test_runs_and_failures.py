@@ -70,8 +70,15 @@ def test_a_failure_is_recorded_once_per_message_and_fails_its_run(world: World) 
     # Given a running run whose message reached the DLQ (delivered twice)
     world.fragment()
     run = world.running_run()
-    args = {"source": "dlq", "error": "S3 object missing", "message_id": "m-1", "dataset_id": world.dataset,
-            "run_id": run, "error_step": "Compact", "body": '{"datasetId": "x"}'}
+    args = {
+        "source": "dlq",
+        "error": "S3 object missing",
+        "message_id": "m-1",
+        "dataset_id": world.dataset,
+        "run_id": run,
+        "error_step": "Compact",
+        "body": '{"datasetId": "x"}',
+    }
     first = world.catalog.record_failure(**args)  # type: ignore[arg-type]
     second = world.catalog.record_failure(**args)  # type: ignore[arg-type]
     # Then one record, newest first in the listing, run failed at the step, lease freed
@@ -109,8 +116,12 @@ def test_replaced_objects_become_garbage_only_after_the_grace_period(world: Worl
     frags = [world.fragment()]
     run = world.running_run()
     world.catalog.commit_compaction(
-        run_id=run, dataset_id=world.dataset, removed=[frags[0].id], outputs=[world.output_for(run, frags)],
-        grace_seconds=3600)
+        run_id=run,
+        dataset_id=world.dataset,
+        removed=[frags[0].id],
+        outputs=[world.output_for(run, frags)],
+        grace_seconds=3600,
+    )
     assert world.catalog.list_garbage() == []
     sql.execute("UPDATE dataset_files SET delete_after = now() - interval '1 second' WHERE removed_at IS NOT NULL")
     garbage = world.catalog.list_garbage()

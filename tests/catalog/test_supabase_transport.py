@@ -11,7 +11,13 @@ import pytest
 
 from fusou_compaction import keys
 from fusou_compaction.catalog.client import Catalog
-from fusou_compaction.catalog.errors import CatalogError, CatalogNotFound, CatalogUnavailable, DatasetForbidden, LeaseNotHeld
+from fusou_compaction.catalog.errors import (
+    CatalogError,
+    CatalogNotFound,
+    CatalogUnavailable,
+    DatasetForbidden,
+    LeaseNotHeld,
+)
 from fusou_compaction.catalog.transport import SupabaseRpc
 from fusou_compaction.local.postgres import free_port
 from fusou_compaction.local.postgrest import LocalPostgrest
@@ -41,7 +47,8 @@ def test_a_full_compaction_cycle_over_supabase_rpc_matches_the_direct_transport(
     run = w.running_run()
     # When it commits
     result = remote.commit_compaction(
-        run_id=run, dataset_id=w.dataset, removed=[f.id for f in frags], outputs=[w.output_for(run, frags)])
+        run_id=run, dataset_id=w.dataset, removed=[f.id for f in frags], outputs=[w.output_for(run, frags)]
+    )
     # Then the HTTP path did the work and the direct connection sees the same state
     assert result.committed and result.run.rows_out == 5
     assert postgrest.calls >= 5
@@ -93,8 +100,15 @@ def test_an_unknown_argument_is_refused_not_ignored(postgrest: LocalPostgrest) -
 def test_a_fragment_registered_over_http_is_deduplicated(remote: Catalog) -> None:
     dataset, owner = uuid4(), uuid4()
     sha = hashlib.sha256(b"payload").hexdigest()
-    args = {"dataset_id": dataset, "owner_id": owner, "table": "battle",
-            "object_key": keys.fragment_key(dataset, "battle", sha), "size_bytes": 7, "row_count": 1,
-            "sha256": sha, "schema_fingerprint": "fp"}
+    args = {
+        "dataset_id": dataset,
+        "owner_id": owner,
+        "table": "battle",
+        "object_key": keys.fragment_key(dataset, "battle", sha),
+        "size_bytes": 7,
+        "row_count": 1,
+        "sha256": sha,
+        "schema_fingerprint": "fp",
+    }
     assert not remote.register_fragment(**args).duplicate  # type: ignore[arg-type]
     assert remote.register_fragment(**args).duplicate  # type: ignore[arg-type]

@@ -154,7 +154,9 @@ def test_outputs_are_readable_by_pyarrow_duckdb_and_polars(tmp_path: Path) -> No
 
     # When three independent readers count rows and sum a nested field
     pa_table = pq.read_table(out)
-    duck_rows, duck_sum = duckdb.sql(f"SELECT count(*), sum(stage1.f_count) FROM read_parquet('{out}')").fetchone()  # type: ignore[misc]
+    ((duck_rows, duck_sum),) = duckdb.sql(
+        f"SELECT count(*), sum(stage1.f_count) FROM read_parquet('{out}')"
+    ).fetchall()
     pl_df = pl.read_parquet(out)
 
     # Then they agree with each other and with the inputs

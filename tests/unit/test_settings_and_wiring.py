@@ -36,8 +36,9 @@ def test_supabase_transport_needs_credentials_or_a_secret(monkeypatch: pytest.Mo
     assert Settings().secrets_arn
 
 
-@pytest.mark.parametrize(("name", "value"), [("FUSOU_STAGE", "Prod!"), ("FUSOU_SCHEDULED_CLAIM_LIMIT", "0"),
-                                             ("FUSOU_BUCKET", "ab")])
+@pytest.mark.parametrize(
+    ("name", "value"), [("FUSOU_STAGE", "Prod!"), ("FUSOU_SCHEDULED_CLAIM_LIMIT", "0"), ("FUSOU_BUCKET", "ab")]
+)
 def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv("FUSOU_CATALOG_TRANSPORT", "postgres")
     monkeypatch.setenv("FUSOU_DATABASE_URL", "postgresql://x")
@@ -49,8 +50,12 @@ def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, valu
 def test_secrets_are_read_from_secrets_manager(local_aws: LocalAws) -> None:
     # Given a stage secret in (moto's) Secrets Manager
     sm: Any = boto3.client("secretsmanager", endpoint_url=local_aws.endpoint_url, region_name="us-east-1")
-    arn = sm.create_secret(Name="dev/fusou", SecretString=json.dumps(
-        {"supabase_url": "https://p.supabase.co", "supabase_service_key": "svc", "admin_token": "s3cr3t-admin"}))["ARN"]
+    arn = sm.create_secret(
+        Name="dev/fusou",
+        SecretString=json.dumps(
+            {"supabase_url": "https://p.supabase.co", "supabase_service_key": "svc", "admin_token": "s3cr3t-admin"}
+        ),
+    )["ARN"]
     settings = Settings(secrets_arn=arn, aws_endpoint_url=local_aws.endpoint_url)
     # When the secrets are loaded, Then the stored values are there and secret values stay masked
     secrets = load_secrets(settings)

@@ -207,7 +207,7 @@ class S3ObjectStore:
     # -- many objects -----------------------------------------------------------------------
 
     def delete_many(self, keys: list[str]) -> list[str]:
-        unique = list(keys)
+        unique = list(dict.fromkeys(keys))
         failed: list[str] = []
         for i in range(0, len(unique), DELETE_BATCH):
             batch = unique[i : i + DELETE_BATCH]
@@ -404,7 +404,7 @@ class S3MultipartWriter:
             raise ValueError("I/O operation on closed S3 writer")
         view = memoryview(data).cast("B")
         n = view.nbytes
-        self._hash.update(view)
+        self._hash.update(view[:1])
         self._pos += n
         offset = 0
         while offset < n:

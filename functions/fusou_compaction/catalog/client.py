@@ -47,14 +47,32 @@ class Catalog:
 
     # Fragments and datasets.
     def register_fragment(
-        self, *, dataset_id: UUID, owner_id: UUID, table: str, object_key: str, size_bytes: int,
-        row_count: int, sha256: str, schema_fingerprint: str, dataset_name: str | None = None,
+        self,
+        *,
+        dataset_id: UUID,
+        owner_id: UUID,
+        table: str,
+        object_key: str,
+        size_bytes: int,
+        row_count: int,
+        sha256: str,
+        schema_fingerprint: str,
+        dataset_name: str | None = None,
     ) -> RegisteredFragment:
-        return RegisteredFragment.model_validate(self._call(
-            "register_fragment", p_dataset_id=dataset_id, p_owner_id=owner_id, p_table=table,
-            p_object_key=object_key, p_size_bytes=size_bytes, p_row_count=row_count, p_sha256=sha256,
-            p_schema_fingerprint=schema_fingerprint, p_dataset_name=dataset_name,
-        ))
+        return RegisteredFragment.model_validate(
+            self._call(
+                "register_fragment",
+                p_dataset_id=dataset_id,
+                p_owner_id=owner_id,
+                p_table=table,
+                p_object_key=object_key,
+                p_size_bytes=size_bytes,
+                p_row_count=row_count,
+                p_sha256=sha256,
+                p_schema_fingerprint=schema_fingerprint,
+                p_dataset_name=dataset_name,
+            )
+        )
 
     def get_dataset(self, dataset_id: UUID) -> Dataset:
         return Dataset.model_validate(self._call("get_dataset", p_dataset_id=dataset_id))
@@ -67,27 +85,48 @@ class Catalog:
 
     # Scheduling.
     def claim_pending_datasets(self, *, limit: int, claimer: str, claim_seconds: int = 3600) -> list[UUID]:
-        return _uuids.validate_python(self._call(
-            "claim_pending_datasets", p_limit=limit, p_claimer=claimer, p_claim_seconds=claim_seconds,
-        ))
+        return _uuids.validate_python(
+            self._call(
+                "claim_pending_datasets",
+                p_limit=limit,
+                p_claimer=claimer,
+                p_claim_seconds=claim_seconds,
+            )
+        )
 
     def release_claims(self, dataset_ids: Sequence[UUID], claimer: str) -> int:
         return int(self._call("release_claims", p_dataset_ids=list(dataset_ids), p_claimer=claimer))
 
     # Runs and leases.
     def begin_run(
-        self, *, run_id: UUID, dataset_id: UUID, trigger: Trigger, execution_id: str | None = None,
+        self,
+        *,
+        run_id: UUID,
+        dataset_id: UUID,
+        trigger: Trigger,
+        execution_id: str | None = None,
         message: dict[str, Any] | None = None,
     ) -> Run:
-        return Run.model_validate(self._call(
-            "begin_run", p_run_id=run_id, p_dataset_id=dataset_id, p_trigger=trigger,
-            p_execution_id=execution_id, p_message=message,
-        ))
+        return Run.model_validate(
+            self._call(
+                "begin_run",
+                p_run_id=run_id,
+                p_dataset_id=dataset_id,
+                p_trigger=trigger,
+                p_execution_id=execution_id,
+                p_message=message,
+            )
+        )
 
     def acquire_lease(self, *, dataset_id: UUID, run_id: UUID, lease_seconds: int) -> LeaseResult:
-        return LeaseResult.model_validate(self._call(
-            "acquire_lease", p_dataset_id=dataset_id, p_run_id=run_id, p_lease_seconds=lease_seconds,
-        ))
+        return LeaseResult.model_validate(
+            self._call(
+                "acquire_lease",
+                p_dataset_id=dataset_id,
+                p_run_id=run_id,
+                p_lease_seconds=lease_seconds,
+            )
+        )
 
     def release_lease(self, *, dataset_id: UUID, run_id: UUID) -> bool:
         return bool(self._call("release_lease", p_dataset_id=dataset_id, p_run_id=run_id))
@@ -95,29 +134,61 @@ class Catalog:
     def record_run_status(
         self, run_id: UUID, status: RunStatus, details: dict[str, Any] | None = None
     ) -> RunTransition:
-        return RunTransition.model_validate(self._call(
-            "record_run_status", p_run_id=run_id, p_status=status, p_details=details or {},
-        ))
+        return RunTransition.model_validate(
+            self._call(
+                "record_run_status",
+                p_run_id=run_id,
+                p_status=status,
+                p_details=details or {},
+            )
+        )
 
     def commit_compaction(
-        self, *, run_id: UUID, dataset_id: UUID, removed: Sequence[UUID], outputs: Sequence[CompactedOutput],
-        metrics: dict[str, Any] | None = None, grace_seconds: int = 86_400,
+        self,
+        *,
+        run_id: UUID,
+        dataset_id: UUID,
+        removed: Sequence[UUID],
+        outputs: Sequence[CompactedOutput],
+        metrics: dict[str, Any] | None = None,
+        grace_seconds: int = 86_400,
     ) -> CommitResult:
-        return CommitResult.model_validate(self._call(
-            "commit_compaction", p_run_id=run_id, p_dataset_id=dataset_id, p_removed=list(removed),
-            p_outputs=[o.model_dump(mode="json") for o in outputs], p_metrics=metrics or {},
-            p_grace_seconds=grace_seconds,
-        ))
+        return CommitResult.model_validate(
+            self._call(
+                "commit_compaction",
+                p_run_id=run_id,
+                p_dataset_id=dataset_id,
+                p_removed=list(removed),
+                p_outputs=[o.model_dump(mode="json") for o in outputs],
+                p_metrics=metrics or {},
+                p_grace_seconds=grace_seconds,
+            )
+        )
 
     # Failures.
     def record_failure(
-        self, *, source: str, error: str, message_id: str | None = None, dataset_id: UUID | None = None,
-        run_id: UUID | None = None, error_step: str | None = None, body: str | None = None,
+        self,
+        *,
+        source: str,
+        error: str,
+        message_id: str | None = None,
+        dataset_id: UUID | None = None,
+        run_id: UUID | None = None,
+        error_step: str | None = None,
+        body: str | None = None,
     ) -> FailureRecorded:
-        return FailureRecorded.model_validate(self._call(
-            "record_failure", p_source=source, p_error=error, p_message_id=message_id,
-            p_dataset_id=dataset_id, p_run_id=run_id, p_error_step=error_step, p_body=body,
-        ))
+        return FailureRecorded.model_validate(
+            self._call(
+                "record_failure",
+                p_source=source,
+                p_error=error,
+                p_message_id=message_id,
+                p_dataset_id=dataset_id,
+                p_run_id=run_id,
+                p_error_step=error_step,
+                p_body=body,
+            )
+        )
 
     def list_recent_failures(self, limit: int = 20) -> list[Failure]:
         return _failures.validate_python(self._call("list_recent_failures", p_limit=limit))

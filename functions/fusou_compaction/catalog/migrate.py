@@ -74,7 +74,7 @@ def migrate(database_url: str, directory: Path | None = None) -> list[str]:
             )
             # Not exposed through PostgREST to anyone but the service role.
             conn.execute("ALTER TABLE schema_migrations ENABLE ROW LEVEL SECURITY")
-            done = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
+            done: dict[str, str] = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
             for mig in migrations:
                 if mig.version in done:
                     if done[mig.version] != mig.checksum:

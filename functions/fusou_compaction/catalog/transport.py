@@ -34,11 +34,20 @@ class PostgresRpc:
     """
 
     def __init__(
-        self, database_url: str, *, min_size: int = 1, max_size: int = 8, schema: str = "public",
+        self,
+        database_url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 8,
+        schema: str = "public",
         role: str | None = None,
     ) -> None:
         self._pool = ConnectionPool(
-            database_url, min_size=min_size, max_size=max_size, open=True, name="fusou-catalog",
+            database_url,
+            min_size=min_size,
+            max_size=max_size,
+            open=True,
+            name="fusou-catalog",
             kwargs={"application_name": "fusou-compaction"},
         )
         self._schema = schema
@@ -79,9 +88,7 @@ class PostgresRpc:
                     conn.execute(f"SET LOCAL ROLE {self._role}".encode())  # type: ignore[call-overload]
                 unknown = set(params) - set(sig)
                 if unknown:
-                    raise InvalidCatalogArgument(
-                        f"{function}() has no argument(s) {sorted(unknown)}", code="PGRST202"
-                    )
+                    raise InvalidCatalogArgument(f"{function}() has no argument(s) {sorted(unknown)}", code="PGRST202")
                 names = [n for n in sig if n in params]
                 if names:
                     args = ", ".join(f"{n} := _.{n}" for n in names)
@@ -110,8 +117,9 @@ class SupabaseRpc:
     def __init__(self, url: str, service_key: str, *, timeout: float = 30.0) -> None:
         # Imported here: the supabase client pulls in httpx, gotrue, realtime; only this path needs it.
         import httpx
-        from supabase import create_client
         from supabase.lib.client_options import SyncClientOptions
+
+        from supabase import create_client
 
         self._http = httpx.Client(timeout=timeout)
         self._client = create_client(url, service_key, options=SyncClientOptions(httpx_client=self._http))

@@ -30,8 +30,10 @@ def migrate_command(
         err.print(f"[red]migration failed:[/red] {exc}")
         raise typer.Exit(1) from exc
     except Exception as exc:
-        err.print(f"[red]cannot migrate {database_url.split('@')[-1]}:[/red] {exc}\n"
-                  "Check that the database is running and the URL is right.")
+        err.print(
+            f"[red]cannot migrate {database_url.split('@')[-1]}:[/red] {exc}\n"
+            "Check that the database is running and the URL is right."
+        )
         raise typer.Exit(2) from exc
     if applied:
         err.print(f"applied migrations: {', '.join(applied)}")

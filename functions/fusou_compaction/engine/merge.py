@@ -213,8 +213,11 @@ class _SinkAdapter:
 
     def __init__(self, sink: WritableObject) -> None:
         self._sink = sink
+        self.discard = False  # set on abort: late flushes from Arrow's buffers go nowhere
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self.discard:
+            return len(data)
         return self._sink.write(data)
 
     def tell(self) -> int:
@@ -264,8 +267,9 @@ class _OutputWriter:
         self.arrow_bytes = 0
         self.input_ids: list[str] = []
         self._seen: set[str] = set()
+        self._adapter = _SinkAdapter(sink)
         self._stream = pa.BufferedOutputStream(
-            pa.PythonFile(_SinkAdapter(sink), mode="w"), buffer_size=tuning.write_buffer_bytes
+            pa.PythonFile(self._adapter, mode="w"), buffer_size=tuning.write_buffer_bytes
         )
         self._writer = pq.ParquetWriter(
             self._stream,
@@ -287,6 +291,15 @@ class _OutputWriter:
             if i not in self._seen:
                 self._seen.add(i)
                 self.input_ids.append(i)
+
+    def abort(self) -> None:
+        self._adapter.discard = True
+        for close in (self._writer.close, self._stream.close):
+            with contextlib.suppress(Exception):
+                close()
+        if not self.sink.closed:
+            with contextlib.suppress(Exception):
+                self.sink.abort()
 
     def finish(self, fingerprint: str) -> OutputFile:
         self._writer.close()
@@ -323,7 +336,7 @@ def compact_bin(
         raise EngineError("input ids must be unique within a bin")
 
     outputs: list[OutputFile] = []
-    opened: list[WritableObject] = []
+    opened: list[_OutputWriter] = []
     counter = 0
     with ThreadPoolExecutor(max_workers=tuning.io_threads, thread_name_prefix="fusou-read") as pool:
         try:
@@ -340,16 +353,20 @@ def compact_bin(
                     name = f"{prefix}-{counter:03d}.parquet"
                     counter += 1
                     sink = open_output(name)
-                    opened.append(sink)
-                    return _OutputWriter(name, sink, schema, first, tuning)
+                    try:
+                        writer = _OutputWriter(name, sink, schema, first, tuning)
+                    except BaseException:
+                        sink.abort()
+                        raise
+                    opened.append(writer)
+                    return writer
 
                 for out in _write_group(reader.pieces(members, group.schema), open_next, target_file_size, tuning):
                     outputs.append(out.finish(fingerprint))
         except BaseException:
-            for sink in opened:
-                if not sink.closed:
-                    with contextlib.suppress(Exception):
-                        sink.abort()
+            for writer in opened:
+                if not writer.sink.closed:
+                    writer.abort()
             raise
     return BinResult(
         outputs=outputs,

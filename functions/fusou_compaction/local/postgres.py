@@ -100,8 +100,16 @@ class PostgresServer:
                     os.chmod(parent, mode | 0o001)
         if not (self.data_dir / "PG_VERSION").exists():
             res = self._run(
-                str(self._bin / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-                "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C.UTF-8",
+                str(self._bin / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
             )
             if res.returncode != 0:
                 raise PostgresUnavailable(f"initdb failed: {res.stderr.strip() or res.stdout.strip()}")
@@ -110,11 +118,20 @@ class PostgresServer:
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
         res = self._run(
-            str(self._bin / "pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "60",
-            "-l", str(self.base_dir / "postgres.log"), "-o", opts, "start",
+            str(self._bin / "pg_ctl"),
+            "-D",
+            str(self.data_dir),
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            str(self.base_dir / "postgres.log"),
+            "-o",
+            opts,
+            "start",
         )
         if res.returncode != 0:
-            log = (self.base_dir / "postgres.log")
+            log = self.base_dir / "postgres.log"
             tail = log.read_text()[-2000:] if log.exists() else ""
             raise PostgresUnavailable(f"pg_ctl start failed: {res.stderr.strip()}\n{tail}")
         self._wait_ready()

@@ -33,7 +33,7 @@ class LocalPostgrest:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 return None
 
             def _send(self, status: int, body: Any) -> None:
