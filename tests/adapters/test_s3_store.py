@@ -75,6 +75,7 @@ def test_put_if_absent_creates_once_then_refuses_and_keeps_the_first_body(store:
     # Then only the first created it, and its body survived
     assert (first, second) == (True, False)
     assert store.get_bytes(key) == b"first"
+    assert store.client.head_object(Bucket=store.bucket, Key=key)["ContentType"] == "application/vnd.apache.parquet"
 
 
 def test_put_if_absent_retries_a_409_conflict_then_reports_the_outcome(store: S3ObjectStore) -> None:
@@ -315,3 +316,24 @@ def test_presigned_put_without_checksum_signs_only_the_length(store: S3ObjectSto
     # Then only Content-Length is required, and the default expiry is 15 minutes
     assert signed["headers"] == {"Content-Length": "42"}
     assert parse_qs(urlsplit(signed["url"]).query)["X-Amz-Expires"] == ["900"]
+
+
+def test_filesystem_carries_the_sessions_credentials_and_endpoint(
+    local_aws: LocalAws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given static credentials in the environment (as Lambda provides them)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-example")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "token-example")
+    store = S3ObjectStore("b-c-d", region="eu-west-1", endpoint_url=local_aws.endpoint_url)
+    # When we build its pyarrow filesystem
+    options = store.filesystem().__reduce__()[1][0]  # the options pyarrow pickles to workers
+    # Then boto3's resolved credentials and the emulator's address are handed over explicitly
+    # (moto accepts any key, so only the configuration can show this)
+    assert (options["access_key"], options["secret_key"], options["session_token"]) == (
+        "AKIDEXAMPLE",
+        "secret-example",
+        "token-example",
+    )
+    assert options["endpoint_override"] == f"127.0.0.1:{local_aws.port}"
+    assert (options["scheme"], options["region"]) == ("http", "eu-west-1")

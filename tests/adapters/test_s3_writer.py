@@ -89,12 +89,13 @@ def test_writer_stores_identical_bytes_with_matching_sha256_and_tell(
 def test_writer_accepts_memoryview_and_bytearray(store: S3ObjectStore) -> None:
     # Given the three buffer types the port allows
     # When each is written
-    with store.open_writer("k") as writer:
+    with store.open_writer("k", content_type="text/plain") as writer:
         writer.write(b"ab")
         writer.write(bytearray(b"cd"))
         writer.write(memoryview(b"xxefxx")[2:4])
     # Then their bytes land in order
     assert store.get_bytes("k") == b"abcdef"
+    assert store.client.head_object(Bucket=store.bucket, Key="k")["ContentType"] == "text/plain"
     assert isinstance(writer, WritableObject)
 
 
@@ -247,7 +248,9 @@ def test_parquet_writer_streams_a_multipart_file_readable_over_s3(store: S3Objec
     )
     key = "datasets/d/t/compacted/run/part-00000.parquet"
     # When pyarrow's ParquetWriter writes it straight into the S3 writer, in several row groups
-    with store.open_writer(key, part_size=PART, max_in_flight=2) as sink:
+    with store.open_writer(
+        key, content_type="application/vnd.apache.parquet", part_size=PART, max_in_flight=2
+    ) as sink:
         with pq.ParquetWriter(sink, table.schema, compression="zstd") as pw:
             for batch in table.to_batches(max_chunksize=4096):
                 pw.write_batch(batch)
@@ -258,6 +261,7 @@ def test_parquet_writer_streams_a_multipart_file_readable_over_s3(store: S3Objec
     assert size > 20 * MiB
     assert info.size == size
     assert "-" in info.etag
+    assert store.client.head_object(Bucket=store.bucket, Key=key)["ContentType"] == "application/vnd.apache.parquet"
     assert hashlib.sha256(store.get_bytes(key)).hexdigest() == sink.sha256
     # And pyarrow reads the same table back through the store's filesystem
     back = pq.read_table(store.path_for(key), filesystem=store.filesystem())

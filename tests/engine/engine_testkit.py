@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from fusou_compaction.engine import BinResult, InputFile, LocalDirSink, MergeTuning, compact_bin
+from fusou_compaction.engine import BinResult, InputFile, LocalDirSink, MergeTuning, PlannedBin, compact_bin
 
 Row = tuple[tuple[str, Any], ...]
 
@@ -37,7 +37,7 @@ def input_files(paths: Sequence[Path], *, kind: str = "fragment") -> list[InputF
 
 
 def run_bin(
-    inputs: Sequence[InputFile],
+    inputs: Sequence[InputFile] | PlannedBin,
     out_dir: Path,
     *,
     target_file_size: int = 128 * 1024 * 1024,
@@ -45,7 +45,7 @@ def run_bin(
 ) -> BinResult:
     kwargs: dict[str, Any] = {"tuning": tuning} if tuning is not None else {}
     return compact_bin(
-        list(inputs),
+        inputs if isinstance(inputs, PlannedBin) else list(inputs),
         source_fs=pafs.LocalFileSystem(),
         open_output=LocalDirSink(out_dir),
         target_file_size=target_file_size,

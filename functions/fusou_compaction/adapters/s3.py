@@ -404,7 +404,7 @@ class S3MultipartWriter:
             raise ValueError("I/O operation on closed S3 writer")
         view = memoryview(data).cast("B")
         n = view.nbytes
-        self._hash.update(view[:1])
+        self._hash.update(view)
         self._pos += n
         offset = 0
         while offset < n:
@@ -434,7 +434,6 @@ class S3MultipartWriter:
             return
         self._closed = True
         self._buf = bytearray()
-        self._abort_upload()
         self._shutdown()
 
     def __enter__(self) -> Self:
