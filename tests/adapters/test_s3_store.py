@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -53,9 +52,7 @@ class Spy:
 
 
 def client_error(code: str, status: int, op: str = "PutObject") -> ClientError:
-    return ClientError(
-        {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, op
-    )
+    return ClientError({"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, op)
 
 
 def put_many(store: S3ObjectStore, keys: list[str]) -> None:
@@ -191,10 +188,10 @@ def test_head_reports_size_time_and_unquoted_etag(store: S3ObjectStore) -> None:
 
 
 @pytest.fixture
-def many_keys(store: S3ObjectStore) -> Iterator[list[str]]:
+def many_keys(store: S3ObjectStore) -> list[str]:
     keys = [f"many/{i:05d}.bin" for i in range(1050)]
     put_many(store, [*keys, "other/outside-the-prefix.bin", "manyish/not-a-child.bin"])
-    yield keys
+    return keys
 
 
 def test_list_objects_pages_past_a_thousand_keys_and_keeps_to_the_prefix(
@@ -289,9 +286,7 @@ def test_presigned_put_signs_length_and_checksum_and_uploads(store: S3ObjectStor
     body = b"PAR1" + bytes(100) + b"PAR1"
     checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
     # When we presign a PUT for it
-    signed = store.presign_put(
-        "staging/u.parquet", max_bytes=len(body), expires_in=600, checksum_sha256_b64=checksum
-    )
+    signed = store.presign_put("staging/u.parquet", max_bytes=len(body), expires_in=600, checksum_sha256_b64=checksum)
     # Then the signature covers the length and checksum, and the headers to send are exactly those
     query = parse_qs(urlsplit(signed["url"]).query)
     assert set(query["X-Amz-SignedHeaders"][0].split(";")) == {

@@ -117,12 +117,16 @@ def test_abort_leaves_no_object_and_no_pending_multipart_upload(store: S3ObjectS
 
 def test_an_exception_inside_the_with_block_aborts(store: S3ObjectStore) -> None:
     # Given a with-block that fails half way through a multipart write
+    writer = store.open_writer("out/half.bin", part_size=PART)
+
+    def engine_fails_midway() -> None:
+        with writer:
+            writer.write(payload(11 * MiB))
+            raise RuntimeError("engine failed")
+
     # When the exception leaves the block
-    with pytest.raises(RuntimeError, match="engine failed"), store.open_writer(
-        "out/half.bin", part_size=PART
-    ) as writer:
-        writer.write(payload(11 * MiB))
-        raise RuntimeError("engine failed")
+    with pytest.raises(RuntimeError, match="engine failed"):
+        engine_fails_midway()
     # Then the upload was aborted: no object, no parts, the writer is closed
     assert writer.closed
     with pytest.raises(ObjectNotFound):
@@ -132,9 +136,14 @@ def test_an_exception_inside_the_with_block_aborts(store: S3ObjectStore) -> None
 
 def test_an_exception_before_any_part_leaves_nothing(store: S3ObjectStore) -> None:
     # Given a small write that never reached S3
-    with pytest.raises(ValueError, match="bad row"), store.open_writer("out/small.bin") as writer:
-        writer.write(b"partial")
-        raise ValueError("bad row")
+    def fails_early() -> None:
+        with store.open_writer("out/small.bin") as writer:
+            writer.write(b"partial")
+            raise ValueError("bad row")
+
+    # When the block fails
+    with pytest.raises(ValueError, match="bad row"):
+        fails_early()
     # Then nothing was ever written
     assert not store.exists("out/small.bin")
 
@@ -175,12 +184,16 @@ def test_a_failed_part_surfaces_on_a_later_write(store: S3ObjectStore) -> None:
             raise boom(n)
 
     flaky = S3ObjectStore(store.bucket, client=PartHook(store.client, before=fail_part_1))
+    writer = flaky.open_writer("out/broken2.bin", part_size=PART, max_in_flight=1)
+
+    def write_20_mib() -> None:
+        with writer:
+            for _ in range(20):
+                writer.write(payload(MiB))
+
     # When the writer keeps writing 1 MiB chunks inside a with-block
-    with pytest.raises(ObjectStoreError, match="part 1 lost"), flaky.open_writer(
-        "out/broken2.bin", part_size=PART, max_in_flight=1
-    ) as writer:
-        for _ in range(20):
-            writer.write(payload(MiB))
+    with pytest.raises(ObjectStoreError, match="part 1 lost"):
+        write_20_mib()
     # Then a write raised (the caller stops early) and no object or upload is left behind
     assert writer.tell() < 20 * MiB
     assert not store.exists("out/broken2.bin")
@@ -243,14 +256,10 @@ def test_parquet_writer_streams_a_multipart_file_readable_over_s3(store: S3Objec
     # Given a table of ~20 MiB of random (incompressible) binary values
     rng = random.Random(3)
     n = 20 * 1024
-    table = pa.table(
-        {"id": pa.array(range(n), pa.int64()), "blob": pa.array([rng.randbytes(1024) for _ in range(n)])}
-    )
+    table = pa.table({"id": pa.array(range(n), pa.int64()), "blob": pa.array([rng.randbytes(1024) for _ in range(n)])})
     key = "datasets/d/t/compacted/run/part-00000.parquet"
     # When pyarrow's ParquetWriter writes it straight into the S3 writer, in several row groups
-    with store.open_writer(
-        key, content_type="application/vnd.apache.parquet", part_size=PART, max_in_flight=2
-    ) as sink:
+    with store.open_writer(key, content_type="application/vnd.apache.parquet", part_size=PART, max_in_flight=2) as sink:
         with pq.ParquetWriter(sink, table.schema, compression="zstd") as pw:
             for batch in table.to_batches(max_chunksize=4096):
                 pw.write_batch(batch)

@@ -64,13 +64,15 @@ def _status(err: ClientError) -> int:
 
 
 def _translate(err: Exception, key: str | None = None) -> ObjectStoreError:
+    # A missing key is 404 only if the caller may s3:ListBucket; without it S3 answers 403.
+    message = f"{key}: {err}" if key else str(err)
     if isinstance(err, ClientError):
         code = _code(err)
         if key is not None and (code in _NOT_FOUND_CODES or (_status(err) == 404 and code != "NoSuchBucket")):
             return ObjectNotFound(key)
         if code == "PreconditionFailed" or _status(err) == 412:
-            return PreconditionFailed(f"{key}: {err}")
-    return ObjectStoreError(f"{key}: {err}" if key else str(err))
+            return PreconditionFailed(message)
+    return ObjectStoreError(message)
 
 
 def _is_conflict(err: ClientError) -> bool:
@@ -102,6 +104,8 @@ def _endpoint_for_arrow(endpoint_url: str) -> tuple[str, str]:
 
 
 class S3ObjectStore:
+    """``ObjectStore`` over one bucket. Thread-safe: boto3 clients are, and writers own their pools."""
+
     def __init__(
         self,
         bucket: str,
@@ -229,9 +233,7 @@ class S3ObjectStore:
 
     def list_objects(self, prefix: str, *, page_size: int = 1000) -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")
-        pages = paginator.paginate(
-            Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size}
-        )
+        pages = paginator.paginate(Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size})
         try:
             for page in pages:
                 for obj in page.get("Contents", []):
@@ -322,9 +324,7 @@ class S3ObjectStore:
             "content-type": ("Content-Type", content_type),
         }
         signed = parse_qs(urlsplit(url).query).get("X-Amz-SignedHeaders", [""])[0].split(";")
-        headers = {
-            wanted[h][0]: str(wanted[h][1]) for h in signed if h in wanted and wanted[h][1] is not None
-        }
+        headers = {wanted[h][0]: str(wanted[h][1]) for h in signed if h in wanted and wanted[h][1] is not None}
         return {"url": url, "method": "PUT", "headers": headers}
 
 
@@ -434,6 +434,7 @@ class S3MultipartWriter:
             return
         self._closed = True
         self._buf = bytearray()
+        self._abort_upload()
         self._shutdown()
 
     def __enter__(self) -> Self:
@@ -469,16 +470,12 @@ class S3MultipartWriter:
         self._complete()
 
     def _put_whole(self) -> None:
-        self.client.put_object(
-            Bucket=self.bucket, Key=self.key, Body=bytes(self._buf), ContentType=self.content_type
-        )
+        self.client.put_object(Bucket=self.bucket, Key=self.key, Body=bytes(self._buf), ContentType=self.content_type)
         self._buf = bytearray()
 
     def _submit_part(self) -> None:
         if self._upload_id is None:
-            resp = self.client.create_multipart_upload(
-                Bucket=self.bucket, Key=self.key, ContentType=self.content_type
-            )
+            resp = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key, ContentType=self.content_type)
             self._upload_id = resp["UploadId"]
             self._pool = ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="s3-part")
         if self._next_part > MAX_PARTS:
