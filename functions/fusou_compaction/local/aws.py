@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 
@@ -30,6 +31,8 @@ class LocalAws:
         # moto signs nothing, but botocore insists on having credentials to sign with.
         for k, v in LOCAL_CREDENTIALS.items():
             os.environ.setdefault(k, v)
+        # moto's werkzeug server logs every request at INFO.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
         return self
