@@ -49,8 +49,17 @@ def compacted_key(dataset_id: UUID, table: str, run_id: UUID, part: int) -> str:
     return f"{compacted_prefix(dataset_id, table, run_id)}part-{part:05d}.parquet"
 
 
-def plan_key(run_id: UUID) -> str:
-    return f"{PLANS_PREFIX}{run_id}.json"
+def plan_prefix(run_id: UUID) -> str:
+    """Plans and bin manifests of one run (expired by a bucket lifecycle rule)."""
+    return f"{PLANS_PREFIX}{run_id}/"
+
+
+def plan_bin_key(run_id: UUID, table: str, index: int) -> str:
+    return f"{plan_prefix(run_id)}bins/{check_table_name(table)}/{index:05d}.json"
+
+
+def manifest_key(run_id: UUID, table: str, index: int) -> str:
+    return f"{plan_prefix(run_id)}results/{check_table_name(table)}/{index:05d}.json"
 
 
 _COMPACTED_RE = re.compile(

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fusou_compaction.topology import dlq_name, queue_name
+
 MiB = 1024 * 1024
 
 
@@ -73,11 +75,11 @@ class Settings(BaseSettings):
 
     @property
     def queue_name(self) -> str:
-        return f"{self.stage}-kc-compaction-queue"
+        return queue_name(self.stage)
 
     @property
     def dlq_name(self) -> str:
-        return f"{self.stage}-kc-compaction-dlq"
+        return dlq_name(self.stage)
 
 
 @lru_cache(maxsize=1)

@@ -92,12 +92,13 @@ class PostgresServer:
         assert self.base_dir is not None
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self._chown(self.base_dir)
-        if self.run_as:
-            # Every parent must be traversable by the unprivileged user.
-            for parent in self.base_dir.parents:
-                mode = parent.stat().st_mode
-                if not mode & 0o001:
-                    os.chmod(parent, mode | 0o001)
+        if self.run_as and not self._owned_dir:
+            probe = self._run("test", "-w", str(self.base_dir))
+            if probe.returncode != 0:
+                raise PostgresUnavailable(
+                    f"{self.base_dir} is not reachable by the '{self.run_as}' user that PostgreSQL runs as; "
+                    "use a directory under /tmp"
+                )
         if not (self.data_dir / "PG_VERSION").exists():
             res = self._run(
                 str(self._bin / "initdb"),

@@ -1,0 +1,88 @@
+"""SQS adapter of the Queue port (AWS, or moto's server locally)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from fusou_compaction.ports.messaging import BatchEntry, BatchSendResult, QueueDepth, ReceivedMessage
+
+SEND_BATCH_LIMIT = 10  # SQS's hard limit per SendMessageBatch
+
+
+class QueueError(Exception):
+    pass
+
+
+class SqsQueue:
+    def __init__(self, client: Any, url: str) -> None:
+        self._sqs = client
+        self.url = url
+
+    def send(self, body: str) -> str:
+        try:
+            return str(self._sqs.send_message(QueueUrl=self.url, MessageBody=body)["MessageId"])
+        except (ClientError, BotoCoreError) as exc:
+            raise QueueError(f"send to {self.url} failed: {exc}") from exc
+
+    def send_batch(self, entries: list[BatchEntry]) -> BatchSendResult:
+        sent: list[str] = []
+        failed: dict[str, str] = {}
+        for i in range(0, len(entries), SEND_BATCH_LIMIT):
+            chunk = entries[i : i + SEND_BATCH_LIMIT]
+            try:
+                resp = self._sqs.send_message_batch(
+                    QueueUrl=self.url, Entries=[{"Id": e.id, "MessageBody": e.body} for e in chunk]
+                )
+            except (ClientError, BotoCoreError) as exc:
+                failed.update({e.id: str(exc) for e in chunk})
+                continue
+            sent.extend(s["Id"] for s in resp.get("Successful", []))
+            failed.update({f["Id"]: f.get("Message") or f.get("Code", "failed") for f in resp.get("Failed", [])})
+        return BatchSendResult(sent=sent, failed=failed)
+
+    def receive(
+        self, max_messages: int, wait_seconds: int = 0, visibility_timeout: int | None = None
+    ) -> list[ReceivedMessage]:
+        kwargs: dict[str, Any] = {
+            "QueueUrl": self.url,
+            "MaxNumberOfMessages": max(1, min(max_messages, 10)),
+            "WaitTimeSeconds": wait_seconds,
+            "MessageSystemAttributeNames": ["All"],
+        }
+        if visibility_timeout is not None:
+            kwargs["VisibilityTimeout"] = visibility_timeout
+        resp = self._sqs.receive_message(**kwargs)
+        return [
+            ReceivedMessage(m["MessageId"], m["ReceiptHandle"], m["Body"], dict(m.get("Attributes", {})))
+            for m in resp.get("Messages", [])
+        ]
+
+    def delete(self, receipt_handle: str) -> None:
+        self._sqs.delete_message(QueueUrl=self.url, ReceiptHandle=receipt_handle)
+
+    def change_visibility(self, receipt_handle: str, seconds: int) -> None:
+        self._sqs.change_message_visibility(QueueUrl=self.url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds)
+
+    def depth(self) -> QueueDepth:
+        attrs = self._sqs.get_queue_attributes(
+            QueueUrl=self.url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        visible = int(attrs.get("ApproximateNumberOfMessages", 0))
+        in_flight = int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0))
+        return QueueDepth(visible=visible, in_flight=in_flight, oldest_age_seconds=self._oldest_age(visible))
+
+    def _oldest_age(self, visible: int) -> int | None:
+        # SQS exposes the oldest message's age only as a CloudWatch metric; for the status API we
+        # peek without consuming (visibility 0) and read SentTimestamp. Good enough for operators.
+        if visible == 0:
+            return None
+        try:
+            msgs = self.receive(10, visibility_timeout=0)
+        except (ClientError, BotoCoreError):
+            return None
+        stamps = [int(m.attributes["SentTimestamp"]) for m in msgs if "SentTimestamp" in m.attributes]
+        return int(time.time() - min(stamps) / 1000) if stamps else None

@@ -1,0 +1,49 @@
+"""SQS → Step Functions. Partial batch failures: one bad message never re-drives its neighbours."""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import model_validator
+
+from fusou_compaction.handlers.deps import dependencies
+from fusou_compaction.logic.consumer import start_compaction
+from fusou_compaction.observability import logger, metrics, tracer
+from fusou_compaction.pipeline.models import CompactionMessage
+
+
+class CompactionRecord(SqsRecordModel):
+    """An SQS record whose body is the seed's message; the raw body is kept for the DLQ."""
+
+    message: CompactionMessage | None = None
+
+    @model_validator(mode="after")
+    def _parse_body(self) -> Self:
+        self.message = CompactionMessage.model_validate_json(self.body)
+        return self
+
+
+processor = BatchProcessor(event_type=EventType.SQS, model=CompactionRecord)
+
+
+@tracer.capture_method
+def record_handler(record: CompactionRecord) -> str:
+    assert record.message is not None  # set by the model's validator
+    deps = dependencies()
+    outcome = start_compaction(
+        record.message, message_id=record.messageId, body=record.body,
+        catalog=deps.catalog, orchestrator=deps.orchestrator,
+    )
+    logger.info("compaction message", extra={
+        "messageId": record.messageId, "outcome": outcome, "datasetId": str(record.message.dataset_id)})
+    return outcome
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

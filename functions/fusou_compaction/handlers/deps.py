@@ -1,0 +1,70 @@
+"""The adapters a handler needs, built once per container from settings.
+
+In AWS everything comes from settings. The local stack and tests install their own set with
+:func:`use_dependencies` (its orchestrator is the in-process runner, not Step Functions).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from fusou_compaction.adapters.alerts import LogAlerts, SnsAlerts
+from fusou_compaction.adapters.s3 import S3ObjectStore
+from fusou_compaction.adapters.sqs import SqsQueue
+from fusou_compaction.adapters.stepfunctions import StepFunctionsOrchestrator
+from fusou_compaction.catalog.client import Catalog
+from fusou_compaction.logic.steps import CompactionSteps, StepConfig
+from fusou_compaction.ports.messaging import Alerts, Orchestrator, Queue
+from fusou_compaction.ports.object_store import ObjectStore
+from fusou_compaction.settings import Settings, get_settings
+from fusou_compaction.wiring import aws_client, build_catalog
+
+
+@dataclass
+class Dependencies:
+    settings: Settings
+    catalog: Catalog
+    store: ObjectStore
+    queue: Queue
+    dlq: Queue
+    orchestrator: Orchestrator
+    alerts: Alerts
+
+    @property
+    def steps(self) -> CompactionSteps:
+        return CompactionSteps(self.catalog, self.store, StepConfig.from_settings(self.settings))
+
+
+_lock = threading.Lock()
+_current: Dependencies | None = None
+
+
+def build_dependencies(settings: Settings) -> Dependencies:
+    sqs = aws_client(settings, "sqs")
+    alerts: Alerts = (
+        SnsAlerts(aws_client(settings, "sns"), settings.alert_topic_arn) if settings.alert_topic_arn else LogAlerts()
+    )
+    return Dependencies(
+        settings=settings,
+        catalog=build_catalog(settings),
+        store=S3ObjectStore(settings.bucket, region=settings.region, endpoint_url=settings.aws_endpoint_url),
+        queue=SqsQueue(sqs, settings.queue_url),
+        dlq=SqsQueue(sqs, settings.dlq_url),
+        orchestrator=StepFunctionsOrchestrator(aws_client(settings, "stepfunctions"), settings.state_machine_arn),
+        alerts=alerts,
+    )
+
+
+def dependencies() -> Dependencies:
+    global _current
+    with _lock:
+        if _current is None:
+            _current = build_dependencies(get_settings())
+        return _current
+
+
+def use_dependencies(deps: Dependencies | None) -> None:
+    global _current
+    with _lock:
+        _current = deps

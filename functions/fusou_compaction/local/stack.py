@@ -1,0 +1,352 @@
+"""The whole system on 127.0.0.1: moto (S3, SQS), PostgreSQL, the API, queue pollers, the step runner.
+
+Everything AWS would run is the real handler code; only the glue differs: pollers stand in for
+Lambda's event source mappings, the local runner for Step Functions, a timer for EventBridge.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from fusou_compaction.adapters.alerts import LogAlerts
+from fusou_compaction.adapters.s3 import S3ObjectStore
+from fusou_compaction.adapters.sqs import SqsQueue
+from fusou_compaction.catalog.client import Catalog
+from fusou_compaction.catalog.migrate import migrate
+from fusou_compaction.catalog.transport import PostgresRpc
+from fusou_compaction.handlers import consumer as consumer_handler
+from fusou_compaction.handlers import dlq as dlq_handler
+from fusou_compaction.handlers import scheduled as scheduled_handler
+from fusou_compaction.handlers import steps as step_handlers
+from fusou_compaction.handlers.deps import Dependencies, use_dependencies
+from fusou_compaction.local.aws import LocalAws
+from fusou_compaction.local.postgres import PostgresServer
+from fusou_compaction.local.runner import LocalContext, LocalRunner, LocalStepFunctions
+from fusou_compaction.observability import logger
+from fusou_compaction.pipeline.definition import build_pipeline
+from fusou_compaction.ports.messaging import ReceivedMessage
+from fusou_compaction.settings import Settings
+from fusou_compaction.topology import QUEUES, bucket_name, dlq_name, queue_name
+
+STEP_HANDLERS = {
+    "validate": step_handlers.validate,
+    "get_metadata": step_handlers.get_metadata,
+    "compact": step_handlers.compact,
+    "update": step_handlers.update,
+    "record_failure": step_handlers.record_failure,
+}
+
+
+@dataclass
+class StackOptions:
+    data_dir: Path = Path(".fusou")
+    api_port: int = 0
+    aws_port: int = 0
+    pg_port: int = 0
+    stage: str = "dev"
+    # Lambda's event source mappings wait up to 30 s / 60 s to fill a batch; locally we wait less so
+    # a message is picked up at once. Batch sizes are the deployed ones.
+    consumer_window_seconds: float = 1.0
+    dlq_window_seconds: float = 2.0
+    # A failed message is visible again after this long (AWS: the queue's visibility timeout), so a
+    # poison message reaches the DLQ after its third receive within seconds.
+    retry_visibility_seconds: int = 1
+    step_time_scale: float = 0.05  # Step Functions retry delays, scaled down
+    target_file_size: int = 128 * 1024 * 1024
+    lease_seconds: int = 900
+    grace_period_seconds: int = 24 * 3600
+    scheduled_claim_limit: int = 10
+    run_daily_schedule: bool = True
+    serve_api: bool = True
+
+
+@dataclass
+class Endpoints:
+    api_url: str
+    aws_endpoint_url: str
+    region: str
+    bucket: str
+    queue_url: str
+    dlq_url: str
+    database_url: str
+    admin_token: str
+    jwt_secret: str
+
+    def to_json_dict(self) -> dict[str, str]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def load(cls, path: Path) -> Endpoints:
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(
+                f"{path} not found: start the local stack with `fusou-compaction dev` (it writes this file)"
+            ) from exc
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+class QueuePoller(threading.Thread):
+    """One event source mapping: gather a batch, invoke the handler, honour partial failures."""
+
+    def __init__(
+        self, name: str, queue: SqsQueue, handler: Callable[[dict[str, Any], Any], Any], *, batch_size: int,
+        window_seconds: float, retry_visibility_seconds: int, region: str, queue_arn: str,
+    ) -> None:
+        super().__init__(name=name, daemon=True)
+        self.queue = queue
+        self.handler = handler
+        self.batch_size = batch_size
+        self.window = window_seconds
+        self.retry_visibility = retry_visibility_seconds
+        self.region = region
+        self.queue_arn = queue_arn
+        self.stop_event = threading.Event()
+        self.batches = 0
+
+    def _gather(self) -> list[ReceivedMessage]:
+        batch: list[ReceivedMessage] = []
+        deadline: float | None = None
+        while not self.stop_event.is_set() and len(batch) < self.batch_size:
+            got = self.queue.receive(self.batch_size - len(batch), wait_seconds=0)
+            if got:
+                batch.extend(got)
+                deadline = deadline or time.monotonic() + self.window
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            if not got:
+                time.sleep(0.1)
+        return batch
+
+    def _event(self, batch: list[ReceivedMessage]) -> dict[str, Any]:
+        return {"Records": [
+            {
+                "messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body,
+                "attributes": {
+                    "ApproximateReceiveCount": m.attributes.get("ApproximateReceiveCount", "1"),
+                    "SentTimestamp": m.attributes.get("SentTimestamp", str(int(time.time() * 1000))),
+                    "SenderId": m.attributes.get("SenderId", "local"),
+                    "ApproximateFirstReceiveTimestamp": m.attributes.get(
+                        "ApproximateFirstReceiveTimestamp", str(int(time.time() * 1000))),
+                },
+                "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+                "eventSourceARN": self.queue_arn, "awsRegion": self.region,
+            }
+            for m in batch
+        ]}
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                batch = self._gather()
+                if not batch:
+                    continue
+                self.batches += 1
+                try:
+                    response = self.handler(self._event(batch), LocalContext(function_name=self.name)) or {}
+                    failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+                except Exception:
+                    # As Lambda does: an invocation error (Powertools raises when every record
+                    # failed) returns the whole batch to the queue.
+                    logger.warning(f"{self.name}: the whole batch failed", exc_info=True)
+                    failed = {m.message_id for m in batch}
+                for m in batch:
+                    if m.message_id in failed:
+                        self.queue.change_visibility(m.receipt_handle, self.retry_visibility)
+                    else:
+                        self.queue.delete(m.receipt_handle)
+            except Exception:  # a poller must outlive any one bad batch
+                logger.exception(f"{self.name} poller error")
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+
+class DailySchedule(threading.Thread):
+    """EventBridge's cron(0 2 * * ? *), locally."""
+
+    def __init__(self, fire: Callable[[], Any]) -> None:
+        super().__init__(name="schedule", daemon=True)
+        self.fire = fire
+        self.stop_event = threading.Event()
+
+    @staticmethod
+    def next_run(now: datetime) -> datetime:
+        today = now.replace(hour=2, minute=0, second=0, microsecond=0)
+        return today if now < today else today + timedelta(days=1)
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            now = datetime.now(UTC)
+            if self.stop_event.wait((self.next_run(now) - now).total_seconds()):
+                return
+            try:
+                self.fire()
+            except Exception:
+                logger.exception("scheduled run failed")
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+
+def scheduled_event(now: datetime | None = None) -> dict[str, Any]:
+    """An EventBridge scheduled event, as the rule delivers it."""
+    now = now or datetime.now(UTC)
+    return {
+        "version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
+        "account": "000000000000", "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:000000000000:rule/dev-kc-compaction-daily"], "detail": {},
+    }
+
+
+@dataclass
+class LocalStack:
+    options: StackOptions = field(default_factory=StackOptions)
+    pg: PostgresServer | None = None
+    aws: LocalAws | None = None
+    endpoints: Endpoints | None = None
+    deps: Dependencies | None = None
+    sfn: LocalStepFunctions | None = None
+    _threads: list[Any] = field(default_factory=list)
+    _api: Any = None
+
+    def start(self) -> LocalStack:
+        o = self.options
+        # The local runner calls handlers that emit no metric on some paths; that is fine here.
+        warnings.filterwarnings("ignore", message="No application metrics to publish")
+        try:
+            self.pg = PostgresServer(port=o.pg_port).start()
+            self.aws = LocalAws(port=o.aws_port).start()
+            database_url = self.pg.url
+            migrate(database_url)
+            self._create_aws_resources()
+            self._wire(database_url)
+            if o.serve_api:
+                self._start_api()
+            self._start_pollers()
+            if o.run_daily_schedule:
+                sched = DailySchedule(self.run_scheduled)
+                sched.start()
+                self._threads.append(sched)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _create_aws_resources(self) -> None:
+        assert self.aws is not None
+        o = self.options
+        region = self.aws.region
+        s3 = boto3.client("s3", endpoint_url=self.aws.endpoint_url, region_name=region)
+        sqs = boto3.client("sqs", endpoint_url=self.aws.endpoint_url, region_name=region)
+        self._bucket = bucket_name(o.stage)
+        s3.create_bucket(Bucket=self._bucket)
+        dlq_url = sqs.create_queue(QueueName=dlq_name(o.stage), Attributes={
+            "MessageRetentionPeriod": str(QUEUES.dlq_retention_days * 86400)})["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        queue_url = sqs.create_queue(QueueName=queue_name(o.stage), Attributes={
+            "VisibilityTimeout": str(QUEUES.visibility_timeout_seconds),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
+                                         "maxReceiveCount": str(QUEUES.max_receive_count)}),
+        })["QueueUrl"]
+        self._sqs, self._queue_url, self._dlq_url, self._dlq_arn = sqs, queue_url, dlq_url, dlq_arn
+        self._queue_arn = sqs.get_queue_attributes(
+            QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+    def _wire(self, database_url: str) -> None:
+        assert self.aws is not None
+        o = self.options
+        self._admin_token = secrets.token_urlsafe(24)
+        self._jwt_secret = secrets.token_urlsafe(32)
+        settings = Settings(
+            stage=o.stage, region=self.aws.region, aws_endpoint_url=self.aws.endpoint_url, bucket=self._bucket,
+            queue_url=self._queue_url, dlq_url=self._dlq_url, catalog_transport="postgres",
+            database_url=database_url, jwt_secret=self._jwt_secret, admin_token=self._admin_token,
+            supabase_url=None, target_file_size=o.target_file_size, lease_seconds=o.lease_seconds,
+            grace_period_seconds=o.grace_period_seconds, scheduled_claim_limit=o.scheduled_claim_limit,
+        )
+        catalog = Catalog(PostgresRpc(database_url, max_size=16))
+        queue, dlq = SqsQueue(self._sqs, self._queue_url), SqsQueue(self._sqs, self._dlq_url)
+        runner = LocalRunner(build_pipeline(), STEP_HANDLERS, dlq, time_scale=o.step_time_scale)
+        self.sfn = LocalStepFunctions(runner)
+        self.deps = Dependencies(
+            settings=settings, catalog=catalog,
+            store=S3ObjectStore(self._bucket, region=self.aws.region, endpoint_url=self.aws.endpoint_url),
+            queue=queue, dlq=dlq, orchestrator=self.sfn, alerts=LogAlerts(),
+        )
+        use_dependencies(self.deps)
+
+    def _start_api(self) -> None:
+        from fusou_compaction.local.apigw import LocalApiGateway
+
+        self._api = LocalApiGateway(port=self.options.api_port).start()
+
+    def _start_pollers(self) -> None:
+        assert self.aws is not None
+        o = self.options
+        consumer = QueuePoller(
+            "consumer", SqsQueue(self._sqs, self._queue_url), consumer_handler.handler,
+            batch_size=QUEUES.consumer_batch_size, window_seconds=o.consumer_window_seconds,
+            retry_visibility_seconds=o.retry_visibility_seconds, region=self.aws.region, queue_arn=self._queue_arn,
+        )
+        dlq = QueuePoller(
+            "dlq", SqsQueue(self._sqs, self._dlq_url), dlq_handler.handler,
+            batch_size=QUEUES.dlq_batch_size, window_seconds=o.dlq_window_seconds,
+            retry_visibility_seconds=o.retry_visibility_seconds, region=self.aws.region, queue_arn=self._dlq_arn,
+        )
+        for t in (consumer, dlq):
+            t.start()
+            self._threads.append(t)
+
+    def run_scheduled(self) -> dict[str, Any]:
+        return scheduled_handler.handler(scheduled_event(), LocalContext(function_name="scheduled"))  # type: ignore[no-any-return]
+
+    def write_endpoints(self) -> Path:
+        assert self.aws is not None and self.pg is not None
+        self.endpoints = Endpoints(
+            api_url=self._api.url if self._api else "", aws_endpoint_url=self.aws.endpoint_url,
+            region=self.aws.region, bucket=self._bucket, queue_url=self._queue_url, dlq_url=self._dlq_url,
+            database_url=self.pg.url, admin_token=self._admin_token, jwt_secret=self._jwt_secret,
+        )
+        path = self.options.data_dir / "endpoints.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.endpoints.to_json_dict(), indent=2) + "\n")
+        path.chmod(0o600)  # it holds the stack's admin token and signing secret
+        return path.resolve()
+
+    def stop(self) -> None:
+        for t in self._threads:
+            t.stop()
+        for t in self._threads:
+            t.join(timeout=10)
+        self._threads.clear()
+        if self.sfn is not None:
+            self.sfn.shutdown()
+        if self._api is not None:
+            self._api.stop()
+        if self.deps is not None:
+            self.deps.catalog.close()
+            use_dependencies(None)
+        if self.aws is not None:
+            self.aws.stop()
+        if self.pg is not None:
+            self.pg.stop()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,267 @@
+"""The four steps of a compaction run, and its failure path, over the catalog and object-store ports.
+
+Every step is safe to run again: Validate finds its run by id, GetMetadata rewrites the same
+plan, Compact overwrites only its run's own keys, Update's commit is idempotent on the run id.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from pydantic import TypeAdapter
+
+from fusou_compaction import engine, keys
+from fusou_compaction.catalog.client import Catalog
+from fusou_compaction.catalog.errors import CatalogNotFound
+from fusou_compaction.catalog.models import CompactedOutput
+from fusou_compaction.pipeline.models import (
+    BinInput,
+    BinManifest,
+    BinRef,
+    CompactItem,
+    CompactResult,
+    DlqEnvelope,
+    ExecutionInput,
+    FailureInput,
+    OutputRecord,
+    PlanResult,
+    UpdateResult,
+    ValidateResult,
+)
+from fusou_compaction.ports.object_store import ObjectStore, WritableObject
+from fusou_compaction.settings import Settings
+
+_bin_inputs = TypeAdapter(list[BinInput])
+TERMINAL = {"succeeded", "skipped", "failed"}
+
+
+class DatasetNotFound(Exception):
+    """The message names a dataset the catalog does not know: never retried."""
+
+
+class LeaseLost(Exception):
+    """Another run took the dataset's lease (ours expired): this run must not write the catalog."""
+
+
+class PlanMismatch(Exception):
+    """Update got results that do not match the plan (a bin missing or doubled)."""
+
+
+@dataclass(frozen=True)
+class StepConfig:
+    lease_seconds: int = 900
+    target_file_size: int = 128 * 1024 * 1024
+    grace_period_seconds: int = 24 * 3600
+    # Plans above this size travel through S3 (a state payload is capped at 256 KB).
+    inline_plan_bytes: int = 96 * 1024
+    max_bins_per_run: int = 2000
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> StepConfig:
+        return cls(
+            lease_seconds=s.lease_seconds, target_file_size=s.target_file_size,
+            grace_period_seconds=s.grace_period_seconds,
+        )
+
+
+def _error_text(error: str, cause: str | None) -> str:
+    # Lambda errors arrive as a JSON cause {"errorMessage", "errorType", "stackTrace"}.
+    message = cause
+    if cause:
+        try:
+            parsed = json.loads(cause)
+            if isinstance(parsed, dict):
+                message = parsed.get("errorMessage") or cause
+        except ValueError:
+            pass
+    return f"{error}: {message}" if message else error
+
+
+class CompactionSteps:
+    def __init__(self, catalog: Catalog, store: ObjectStore, config: StepConfig) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.config = config
+
+    # Validate ------------------------------------------------------------------------------
+    def validate(self, ex: ExecutionInput) -> ValidateResult:
+        started = time.monotonic()
+        dataset_id = ex.message.dataset_id
+        try:
+            run = self.catalog.begin_run(
+                run_id=ex.run_id, dataset_id=dataset_id, trigger=ex.message.priority,
+                execution_id=ex.execution_name, message=ex.message.to_json_dict(),
+            )
+        except CatalogNotFound as exc:
+            raise DatasetNotFound(f"unknown dataset {dataset_id}") from exc
+        if run.status in TERMINAL:
+            return ValidateResult(action="skip", reason=f"run {ex.run_id} already {run.status}")
+
+        dataset = self.catalog.get_dataset(dataset_id)
+        if not dataset.compaction_needed:
+            return self._skip(ex, "nothing to compact", started)
+        lease = self.catalog.acquire_lease(
+            dataset_id=dataset_id, run_id=ex.run_id, lease_seconds=self.config.lease_seconds
+        )
+        if not lease.acquired:
+            return self._skip(ex, f"lease held by run {lease.dataset.lease_owner}", started)
+        self.catalog.record_run_status(
+            ex.run_id, "running", {"step_timings": {"Validate": round(time.monotonic() - started, 4)}}
+        )
+        return ValidateResult(action="compact", lease_expires_at=lease.dataset.lease_expires_at)
+
+    def _skip(self, ex: ExecutionInput, reason: str, started: float) -> ValidateResult:
+        self.catalog.record_run_status(
+            ex.run_id, "skipped",
+            {"status_reason": reason, "step_timings": {"Validate": round(time.monotonic() - started, 4)}},
+        )
+        return ValidateResult(action="skip", reason=reason)
+
+    # GetMetadata ---------------------------------------------------------------------------
+    def get_metadata(self, ex: ExecutionInput) -> PlanResult:
+        started = time.monotonic()
+        files = self.catalog.list_live_files(ex.message.dataset_id)
+        by_table: dict[str, list[engine.InputFile]] = defaultdict(list)
+        catalog_files = {str(f.id): f for f in files}
+        for f in files:
+            by_table[f.table_name].append(engine.InputFile(
+                id=str(f.id), path=f.object_key, size_bytes=f.size_bytes, row_count=f.row_count,
+                seq=f.seq, kind=f.kind,
+            ))
+        bins: list[tuple[str, engine.PlannedBin]] = []
+        for table in sorted(by_table):
+            for b in engine.plan_table(by_table[table], target_file_size=self.config.target_file_size):
+                bins.append((table, b))
+        # A bounded run: what does not fit stays live (and compaction_needed) for the next run.
+        bins = bins[: self.config.max_bins_per_run]
+
+        refs: list[BinRef] = []
+        for table, b in bins:
+            inputs = [
+                BinInput(id=UUID(i.id), key=i.path, size_bytes=i.size_bytes, row_count=i.row_count or 0,
+                         seq=i.seq, kind=i.kind)
+                for i in b.inputs
+            ]
+            refs.append(BinRef(table=table, index=b.index, input_count=len(inputs), inputs=inputs))
+        planned = [catalog_files[str(i.id)] for r in refs for i in (r.inputs or [])]
+        plan = PlanResult(
+            bins=refs, files_planned=len(planned), bytes_planned=sum(f.size_bytes for f in planned),
+            rows_planned=sum(f.row_count for f in planned),
+        )
+        if len(plan.model_dump_json(by_alias=True)) > self.config.inline_plan_bytes:
+            plan = self._plan_by_reference(ex.run_id, plan)
+        self.catalog.record_run_status(ex.run_id, "running", {
+            "step_timings": {"GetMetadata": round(time.monotonic() - started, 4)},
+            "files_in": plan.files_planned, "bytes_in": plan.bytes_planned, "rows_in": plan.rows_planned,
+        })
+        return plan
+
+    def _plan_by_reference(self, run_id: UUID, plan: PlanResult) -> PlanResult:
+        prefix = keys.plan_prefix(run_id)
+        for ref in plan.bins:
+            body = _bin_inputs.dump_json(ref.inputs or [], by_alias=True)
+            self.store.put(keys.plan_bin_key(run_id, ref.table, ref.index), body, content_type="application/json")
+        slim = [r.model_copy(update={"inputs": None}) for r in plan.bins]
+        return plan.model_copy(update={"plan_key": prefix, "bins": slim})
+
+    # Compact (one bin) ---------------------------------------------------------------------
+    def compact(self, item: CompactItem) -> CompactResult:
+        started = time.monotonic()
+        # Renewing the lease is our heartbeat: if another run took over, stop before writing.
+        lease = self.catalog.acquire_lease(
+            dataset_id=item.dataset_id, run_id=item.run_id, lease_seconds=self.config.lease_seconds
+        )
+        if not lease.acquired:
+            raise LeaseLost(f"run {item.run_id} lost the lease on {item.dataset_id} to {lease.dataset.lease_owner}")
+        inputs = item.bin.inputs
+        if inputs is None:
+            raw = self.store.get_bytes(keys.plan_bin_key(item.run_id, item.bin.table, item.bin.index))
+            inputs = _bin_inputs.validate_json(raw)
+        planned = engine.PlannedBin(
+            index=item.bin.index,
+            inputs=[
+                engine.InputFile(id=str(i.id), path=self.store.path_for(i.key), size_bytes=i.size_bytes,
+                                 row_count=i.row_count, seq=i.seq, kind=i.kind)
+                for i in inputs
+            ],
+        )
+        prefix = keys.compacted_prefix(item.dataset_id, item.bin.table, item.run_id)
+
+        def open_output(name: str) -> WritableObject:
+            return self.store.open_writer(prefix + name, content_type="application/vnd.apache.parquet")
+
+        result = engine.compact_bin(
+            planned, source_fs=self.store.filesystem(), open_output=open_output,
+            target_file_size=self.config.target_file_size, name_prefix=f"part-{item.bin.index:05d}",
+        )
+        manifest = BinManifest(
+            run_id=item.run_id, table=item.bin.table, index=item.bin.index,
+            input_ids=[i.id for i in inputs],
+            outputs=[
+                OutputRecord(table=item.bin.table, key=prefix + o.name, rows=o.rows, bytes=o.bytes,
+                             sha256=o.sha256, schema_fingerprint=o.schema_fingerprint,
+                             input_ids=[UUID(i) for i in o.input_ids])
+                for o in result.outputs
+            ],
+            rows_in=result.rows_in, bytes_in=result.bytes_in, seconds=round(time.monotonic() - started, 4),
+        )
+        manifest_key = keys.manifest_key(item.run_id, item.bin.table, item.bin.index)
+        self.store.put(manifest_key, manifest.model_dump_json(by_alias=True).encode(),
+                       content_type="application/json")
+        return CompactResult(
+            table=item.bin.table, index=item.bin.index, manifest_key=manifest_key, rows_in=result.rows_in,
+            rows_out=result.rows_out, files_out=len(result.outputs), bytes_out=result.bytes_out,
+        )
+
+    # Update --------------------------------------------------------------------------------
+    def update(self, ex: ExecutionInput, plan: PlanResult, results: list[CompactResult]) -> UpdateResult:
+        started = time.monotonic()
+        expected = sorted((b.table, b.index) for b in plan.bins)
+        got = sorted((r.table, r.index) for r in results)
+        if expected != got:
+            raise PlanMismatch(f"planned bins {expected} but got results for {got}")
+        manifests = [BinManifest.model_validate_json(self.store.get_bytes(r.manifest_key)) for r in results]
+        removed = [i for m in manifests for i in m.input_ids]
+        outputs = [
+            CompactedOutput(table_name=o.table, object_key=o.key, size_bytes=o.bytes, row_count=o.rows,
+                            sha256=o.sha256, schema_fingerprint=o.schema_fingerprint, input_ids=o.input_ids)
+            for m in manifests for o in m.outputs
+        ]
+        compact_seconds = round(sum(m.seconds for m in manifests), 4)
+        commit = self.catalog.commit_compaction(
+            run_id=ex.run_id, dataset_id=ex.message.dataset_id, removed=removed, outputs=outputs,
+            metrics={"step_timings": {"Compact": compact_seconds, "Update": round(time.monotonic() - started, 4)}},
+            grace_seconds=self.config.grace_period_seconds,
+        )
+        run = commit.run
+        return UpdateResult(
+            committed=commit.committed, already_committed=commit.already_committed,
+            compaction_needed=commit.compaction_needed, files_in=run.files_in or 0, files_out=run.files_out or 0,
+            rows_in=run.rows_in or 0, rows_out=run.rows_out or 0, bytes_in=run.bytes_in or 0,
+            bytes_out=run.bytes_out or 0,
+        )
+
+    # RecordFailure -------------------------------------------------------------------------
+    def record_failure(self, fi: FailureInput) -> DlqEnvelope:
+        # Exactly one step failed; its name is the key Step Functions' Catch wrote the error under.
+        step, err = next(iter(fi.failure.items()))
+        ex = fi.execution
+        text = _error_text(err.error, err.cause)
+        try:
+            self.catalog.record_run_status(ex.run_id, "failed", {"error_step": step, "error": text})
+        except CatalogNotFound:
+            pass  # the run was never created (e.g. unknown dataset): the DLQ record carries it
+        return DlqEnvelope(
+            message=ex.message.to_json_dict(), body=ex.body, message_id=ex.message_id,
+            dataset_id=ex.message.dataset_id, run_id=ex.run_id, error_step=step, error=text,
+            cause=err.cause,
+        )
+
+
+def state_input(event: dict[str, Any]) -> ExecutionInput:
+    return ExecutionInput.model_validate(event["execution"])

@@ -1,0 +1,98 @@
+"""Storing one fragment: validate it is Parquet, write the object, then register it.
+
+Object first, catalog row second: a crash between them leaves an unregistered object (no
+visible fragment), which the scheduled sweep removes as an orphan. The key is content-addressed
+under the caller's dataset, so nothing can overwrite another object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from fusou_compaction import keys
+from fusou_compaction.catalog.client import Catalog
+from fusou_compaction.catalog.errors import CatalogNotFound, DatasetForbidden
+from fusou_compaction.ports.object_store import ObjectStore
+
+
+class NotParquet(ValueError):
+    """The bytes are not a readable Parquet file (bad magic, truncated footer, unreadable schema)."""
+
+
+@dataclass(frozen=True)
+class ParquetSummary:
+    rows: int
+    schema_fingerprint: str
+    columns: int
+
+
+@dataclass(frozen=True)
+class StoredFragment:
+    dataset_id: UUID
+    table: str
+    fragment_id: UUID
+    size_bytes: int
+    row_count: int
+    sha256: str
+    duplicate: bool
+    dataset_created: bool
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "datasetId": str(self.dataset_id), "table": self.table, "fragmentId": str(self.fragment_id),
+            "sizeBytes": self.size_bytes, "rowCount": self.row_count, "sha256": self.sha256,
+            "duplicate": self.duplicate,
+        }
+
+
+def inspect_parquet(data: bytes) -> ParquetSummary:
+    # pyarrow is imported here so that routes which never see Parquet do not pay for it.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fusou_compaction.engine.schema import schema_fingerprint
+
+    if len(data) < 12 or data[:4] != b"PAR1" or data[-4:] != b"PAR1":
+        raise NotParquet("not a Parquet file (missing PAR1 magic at start or end)")
+    try:
+        pf = pq.ParquetFile(pa.BufferReader(data))
+        schema = pf.schema_arrow
+        return ParquetSummary(pf.metadata.num_rows, schema_fingerprint(schema), len(schema))
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise NotParquet(f"unreadable Parquet: {exc}") from exc
+
+
+def ensure_may_write(catalog: Catalog, dataset_id: UUID, owner_id: UUID) -> bool:
+    """True if the dataset exists (and is the caller's); raises DatasetForbidden if it is another's."""
+    try:
+        ds = catalog.get_dataset(dataset_id)
+    except CatalogNotFound:
+        return False
+    if ds.owner_id != owner_id:
+        raise DatasetForbidden(f"dataset {dataset_id} belongs to another user")
+    return True
+
+
+def store_fragment(
+    catalog: Catalog, store: ObjectStore, *, owner_id: UUID, dataset_id: UUID, table: str, data: bytes
+) -> StoredFragment:
+    keys.check_table_name(table)
+    summary = inspect_parquet(data)
+    # Checked before the write so that nobody can put bytes under another user's prefix;
+    # register_fragment checks again, atomically.
+    ensure_may_write(catalog, dataset_id, owner_id)
+    sha = hashlib.sha256(data).hexdigest()
+    key = keys.fragment_key(dataset_id, table, sha)
+    # Same bytes → same key: an existing object is already exactly these bytes.
+    store.put_if_absent(key, data, content_type="application/vnd.apache.parquet")
+    reg = catalog.register_fragment(
+        dataset_id=dataset_id, owner_id=owner_id, table=table, object_key=key, size_bytes=len(data),
+        row_count=summary.rows, sha256=sha, schema_fingerprint=summary.schema_fingerprint,
+    )
+    return StoredFragment(
+        dataset_id=dataset_id, table=table, fragment_id=reg.id, size_bytes=reg.size_bytes,
+        row_count=reg.row_count, sha256=sha, duplicate=reg.duplicate, dataset_created=reg.dataset_created,
+    )

@@ -1,0 +1,205 @@
+"""The one definition of the compaction state machine.
+
+The CDK stack renders it to Amazon States Language and the local runner executes it; a test
+checks that both agree. States, order, retries (backoff + jitter) and catches live only here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# Failures worth retrying: the catalog or S3 were briefly unreachable, or Lambda itself hiccuped.
+TRANSIENT_ERRORS: tuple[str, ...] = (
+    "CatalogUnavailable",
+    "ObjectStoreError",
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+    "Lambda.Unknown",
+    "States.Timeout",
+)
+
+
+@dataclass(frozen=True)
+class Retry:
+    errors: tuple[str, ...]
+    interval_seconds: int
+    backoff_rate: float
+    max_attempts: int
+    max_delay_seconds: int
+    jitter: Literal["FULL", "NONE"] = "FULL"
+
+    def to_asl(self) -> dict[str, Any]:
+        return {
+            "ErrorEquals": list(self.errors),
+            "IntervalSeconds": self.interval_seconds,
+            "BackoffRate": self.backoff_rate,
+            "MaxAttempts": self.max_attempts,
+            "MaxDelaySeconds": self.max_delay_seconds,
+            "JitterStrategy": self.jitter,
+        }
+
+
+STEP_RETRY = Retry(TRANSIENT_ERRORS, interval_seconds=2, backoff_rate=2.0, max_attempts=3, max_delay_seconds=30)
+COMPACT_RETRY = Retry(TRANSIENT_ERRORS, interval_seconds=5, backoff_rate=2.0, max_attempts=3, max_delay_seconds=60)
+FAILURE_PATH_RETRY = Retry(
+    ("States.ALL",), interval_seconds=2, backoff_rate=2.0, max_attempts=5, max_delay_seconds=60
+)
+
+FAILURE_STATE = "RecordFailure"
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    function: str  # key of the Lambda function (CDK) and of the local handler table
+    result_path: str
+    retry: Retry
+    timeout_seconds: int
+    next: str | None
+    catch: bool = True  # failures go to RecordFailure with ResultPath $.failure.<name>
+
+    @property
+    def failure_path(self) -> str:
+        return f"$.failure.{self.name}"
+
+
+@dataclass(frozen=True)
+class MapOverBins:
+    name: str
+    items_path: str
+    item_selector: dict[str, str]
+    max_concurrency: int
+    iterator: Task
+    result_path: str
+    next: str
+
+    @property
+    def failure_path(self) -> str:
+        return f"$.failure.{self.name}"
+
+
+@dataclass(frozen=True)
+class SkipChoice:
+    name: str
+    variable: str
+    equals: str
+    when_equal: str
+    otherwise: str
+
+
+@dataclass(frozen=True)
+class SendToDlq:
+    name: str
+    message_path: str
+    next: str
+    retry: Retry = FAILURE_PATH_RETRY
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    start_at: str
+    states: dict[str, Any] = field(default_factory=dict)
+
+    def order(self) -> list[str]:
+        return list(self.states)
+
+
+def build_pipeline(map_max_concurrency: int = 8) -> Pipeline:
+    states: dict[str, Any] = {}
+
+    def add(state: Any) -> None:
+        states[state.name] = state
+
+    add(Task("Validate", "validate", "$.validate", STEP_RETRY, timeout_seconds=60, next="ShouldCompact"))
+    add(SkipChoice("ShouldCompact", "$.validate.action", "skip", when_equal="Skipped", otherwise="GetMetadata"))
+    add(Task("GetMetadata", "get_metadata", "$.plan", STEP_RETRY, timeout_seconds=120, next="Compact"))
+    add(MapOverBins(
+        name="Compact",
+        items_path="$.plan.bins",
+        item_selector={
+            "runId.$": "$.execution.runId",
+            "datasetId.$": "$.execution.message.datasetId",
+            "planKey.$": "$.plan.planKey",
+            "bin.$": "$$.Map.Item.Value",
+        },
+        max_concurrency=map_max_concurrency,
+        iterator=Task("CompactBin", "compact", "$", COMPACT_RETRY, timeout_seconds=900, next=None, catch=False),
+        result_path="$.compact",
+        next="Update",
+    ))
+    add(Task("Update", "update", "$.update", STEP_RETRY, timeout_seconds=120, next="Done"))
+    # The failure path: never lose a failed message again.
+    add(Task(FAILURE_STATE, "record_failure", "$.dlq", FAILURE_PATH_RETRY, timeout_seconds=60,
+             next="SendToDlq", catch=False))
+    add(SendToDlq("SendToDlq", message_path="$.dlq", next="Failed"))
+    return Pipeline(start_at="Validate", states=states)
+
+
+TERMINAL_SUCCEED = ("Skipped", "Done")
+TERMINAL_FAIL = "Failed"
+
+
+def to_asl(
+    pipeline: Pipeline, function_arns: dict[str, str], dlq_url: str, *, comment: str = "FUSOU compaction"
+) -> dict[str, Any]:
+    """Amazon States Language for the pipeline, with each function key resolved to its ARN."""
+
+    def task(t: Task) -> dict[str, Any]:
+        # The function's ARN as the resource: its return value is the result (no Payload wrapper),
+        # as CDK's LambdaInvoke(payload_response_only=True) renders it.
+        s: dict[str, Any] = {
+            "Type": "Task",
+            "Resource": function_arns[t.function],
+            "TimeoutSeconds": t.timeout_seconds,
+            "ResultPath": t.result_path,
+            "Retry": [t.retry.to_asl()],
+        }
+        if t.catch:
+            s["Catch"] = [{"ErrorEquals": ["States.ALL"], "ResultPath": t.failure_path, "Next": FAILURE_STATE}]
+        if t.next is None:
+            s["End"] = True
+        else:
+            s["Next"] = t.next
+        return s
+
+    states: dict[str, Any] = {}
+    for name, st in pipeline.states.items():
+        if isinstance(st, Task):
+            states[name] = task(st)
+        elif isinstance(st, SkipChoice):
+            states[name] = {
+                "Type": "Choice",
+                "Choices": [{"Variable": st.variable, "StringEquals": st.equals, "Next": st.when_equal}],
+                "Default": st.otherwise,
+            }
+        elif isinstance(st, MapOverBins):
+            states[name] = {
+                "Type": "Map",
+                "ItemsPath": st.items_path,
+                "ItemSelector": st.item_selector,
+                "MaxConcurrency": st.max_concurrency,
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "INLINE"},
+                    "StartAt": st.iterator.name,
+                    "States": {st.iterator.name: task(st.iterator)},
+                },
+                "ResultPath": st.result_path,
+                "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": st.failure_path, "Next": FAILURE_STATE}],
+                "Next": st.next,
+            }
+        elif isinstance(st, SendToDlq):
+            states[name] = {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::sqs:sendMessage",
+                "Parameters": {"QueueUrl": dlq_url, "MessageBody.$": st.message_path},
+                "Retry": [st.retry.to_asl()],
+                "ResultPath": None,
+                "Next": st.next,
+            }
+    for name in TERMINAL_SUCCEED:
+        states[name] = {"Type": "Succeed"}
+    states[TERMINAL_FAIL] = {"Type": "Fail", "Error": "CompactionFailed", "Cause": "see RecordFailure and the DLQ"}
+    return {"Comment": comment, "StartAt": pipeline.start_at, "States": states}

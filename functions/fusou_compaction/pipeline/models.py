@@ -1,0 +1,177 @@
+"""Pydantic models at the pipeline's boundaries: the queue's wire format and each step's I/O.
+
+Wire and state payloads are camelCase JSON (the seed's message is), Python is snake_case.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+Priority = Literal["manual", "scheduled", "realtime"]
+# A fixed namespace: the run id of a message is the same on every delivery.
+RUN_NAMESPACE = UUID("0b1f8f5e-6c1e-4d5e-9a36-2f4c6a9b7e11")
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class CompactionMessage(Wire):
+    """The queue's body: ``{"datasetId", "triggeredAt", "priority"}``; extra fields are ignored."""
+
+    dataset_id: UUID
+    triggered_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    priority: Priority = "manual"
+
+
+def run_id_for(message_id: str) -> UUID:
+    return uuid.uuid5(RUN_NAMESPACE, message_id)
+
+
+def execution_name_for(dataset_id: UUID, message_id: str) -> str:
+    # Step Functions names: ≤ 80 chars of [0-9A-Za-z_-]. Same message → same name → no second run.
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in message_id)
+    return f"{dataset_id}-{safe}"[:80]
+
+
+class ExecutionInput(Wire):
+    """What the consumer starts the state machine with (and what the DLQ gets back on failure)."""
+
+    message: CompactionMessage
+    message_id: str
+    body: str  # the original body, forwarded verbatim to the DLQ on failure
+    run_id: UUID
+    execution_name: str
+
+
+class ValidateResult(Wire):
+    action: Literal["compact", "skip"]
+    reason: str | None = None
+    lease_expires_at: datetime | None = None
+
+
+class BinInput(Wire):
+    """One input file of a bin, as the engine needs it."""
+
+    id: UUID
+    key: str
+    size_bytes: int
+    row_count: int
+    seq: int
+    kind: Literal["fragment", "compacted"]
+
+
+class PlannedBin(Wire):
+    table: str
+    index: int
+    estimated_bytes: int
+    inputs: list[BinInput]
+
+
+class BinRef(Wire):
+    """A Map item: which bin to compact. Carries the inputs inline when the plan is small."""
+
+    table: str
+    index: int
+    input_count: int
+    inputs: list[BinInput] | None = None
+
+
+class PlanResult(Wire):
+    plan_key: str | None = None  # set when the plan travels through S3
+    bins: list[BinRef]
+    files_planned: int
+    bytes_planned: int
+    rows_planned: int
+
+
+class CompactItem(Wire):
+    """The input of one Compact invocation (built by the Map's ItemSelector)."""
+
+    run_id: UUID
+    dataset_id: UUID
+    plan_key: str | None = None
+    bin: BinRef
+
+
+class OutputRecord(Wire):
+    table: str
+    key: str
+    rows: int
+    bytes: int
+    sha256: str | None
+    schema_fingerprint: str
+    input_ids: list[UUID]
+
+
+class BinManifest(Wire):
+    """Everything a bin produced; written to S3 so Update never depends on the state payload size."""
+
+    run_id: UUID
+    table: str
+    index: int
+    input_ids: list[UUID]
+    outputs: list[OutputRecord]
+    rows_in: int
+    bytes_in: int
+    seconds: float
+
+
+class CompactResult(Wire):
+    table: str
+    index: int
+    manifest_key: str
+    rows_in: int
+    rows_out: int
+    files_out: int
+    bytes_out: int
+
+
+class UpdateResult(Wire):
+    committed: bool
+    already_committed: bool
+    compaction_needed: bool
+    files_in: int
+    files_out: int
+    rows_in: int
+    rows_out: int
+    bytes_in: int
+    bytes_out: int
+
+
+class StepError(Wire):
+    """Step Functions' Catch output: ``{"Error": name, "Cause": text}``."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+    error: str = Field(alias="Error")
+    cause: str | None = Field(default=None, alias="Cause")
+
+
+class FailureInput(Wire):
+    """RecordFailure's input: the state so far plus ``failure: {<StepName>: {Error, Cause}}``."""
+
+    execution: ExecutionInput
+    failure: dict[str, StepError]
+
+
+class DlqEnvelope(Wire):
+    """What the failure path sends to the DLQ: the original message plus what went wrong."""
+
+    kind: Literal["workflow-failure"] = "workflow-failure"
+    message: dict[str, Any] | None
+    body: str
+    message_id: str
+    dataset_id: UUID | None
+    run_id: UUID | None
+    error_step: str
+    error: str
+    cause: str | None = None
