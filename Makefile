@@ -50,5 +50,22 @@ fmt: .venv/.synced
 bench: setup
 	$(PY) bench/run.py $(BENCH_ARGS)
 
+# The whole system on an embedded local stack (no AWS account, no Docker).
+demo: setup
+	.venv/bin/fusou-compaction demo $(DEMO_ARGS)
+
+# Infrastructure (infra/): Lambda assets without Docker, offline synth, deploy.
+build: .venv/.synced
+	$(PY) infra/build_assets.py
+
+synth: .venv/.synced
+	$(PY) infra/app.py
+
+deploy: build
+	npx --yes aws-cdk@2 deploy --app cdk.out --require-approval broadening $(CDK_ARGS)
+
+destroy: .venv/.synced
+	npx --yes aws-cdk@2 destroy --app cdk.out $(CDK_ARGS)
+
 clean:
 	rm -rf .venv $(TOOLS) cdk.out build .fusou .bench

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
 
     jwt_secret: SecretStr | None = None
     jwks_url: str | None = None
+    # Supabase issues tokens with iss = <SUPABASE_URL>/auth/v1; set explicitly to override.
+    jwt_issuer: str | None = None
+    jwt_audience: str = "authenticated"
     admin_token: SecretStr | None = None
 
     # Compaction.
@@ -72,6 +75,14 @@ class Settings(BaseSettings):
                 "when FUSOU_CATALOG_TRANSPORT=supabase"
             )
         return self
+
+    @property
+    def effective_jwt_issuer(self) -> str:
+        if self.jwt_issuer:
+            return self.jwt_issuer
+        if self.supabase_url:
+            return f"{self.supabase_url.rstrip('/')}/auth/v1"
+        return "fusou-local/auth/v1"
 
     @property
     def queue_name(self) -> str:

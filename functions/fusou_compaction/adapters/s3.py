@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Final, Self
 from urllib.parse import parse_qs, urlsplit
 
 import boto3
-import pyarrow.fs as pafs
 from botocore.config import Config
 from botocore.credentials import RefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError
@@ -24,6 +23,7 @@ from fusou_compaction.observability import logger
 from fusou_compaction.ports.object_store import ObjectInfo
 
 if TYPE_CHECKING:
+    import pyarrow.fs as pafs
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
@@ -137,7 +137,7 @@ class S3ObjectStore:
             )
             client = self._session.client("s3", region_name=region, endpoint_url=endpoint_url, config=config)
         self.client: S3Client = client
-        self._fs: pafs.S3FileSystem | None = None
+        self._fs: pafs.S3FileSystem | None = None  # built on first use: pyarrow is heavy to import
 
     # -- single requests -------------------------------------------------------------------
 
@@ -268,6 +268,8 @@ class S3ObjectStore:
     # -- pyarrow ----------------------------------------------------------------------------
 
     def filesystem(self) -> pafs.S3FileSystem:
+        import pyarrow.fs as pafs
+
         if self._fs is None:
             kwargs: dict[str, Any] = {"region": self.region}
             if self.endpoint_url:

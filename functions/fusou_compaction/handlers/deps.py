@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fusou_compaction.adapters.alerts import LogAlerts, SnsAlerts
 from fusou_compaction.adapters.s3 import S3ObjectStore
 from fusou_compaction.adapters.sqs import SqsQueue
 from fusou_compaction.adapters.stepfunctions import StepFunctionsOrchestrator
 from fusou_compaction.catalog.client import Catalog
-from fusou_compaction.logic.steps import CompactionSteps, StepConfig
 from fusou_compaction.ports.messaging import Alerts, Orchestrator, Queue
 from fusou_compaction.ports.object_store import ObjectStore
 from fusou_compaction.settings import Settings, get_settings
 from fusou_compaction.wiring import aws_client, build_catalog
+
+if TYPE_CHECKING:
+    from fusou_compaction.logic.steps import CompactionSteps
 
 
 @dataclass
@@ -33,6 +36,9 @@ class Dependencies:
 
     @property
     def steps(self) -> CompactionSteps:
+        # Imported here: only the step functions ship (and pay the import of) the Parquet engine.
+        from fusou_compaction.logic.steps import CompactionSteps, StepConfig
+
         return CompactionSteps(self.catalog, self.store, StepConfig.from_settings(self.settings))
 
 
