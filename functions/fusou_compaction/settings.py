@@ -16,6 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from fusou_compaction.topology import dlq_name, queue_name
 
 MiB = 1024 * 1024
+# The issuer of the local stack's dev tokens (Supabase's is <SUPABASE_URL>/auth/v1).
+LOCAL_JWT_ISSUER = "fusou-local/auth/v1"
 
 
 class Settings(BaseSettings):
@@ -82,7 +84,7 @@ class Settings(BaseSettings):
             return self.jwt_issuer
         if self.supabase_url:
             return f"{self.supabase_url.rstrip('/')}/auth/v1"
-        return "fusou-local/auth/v1"
+        return LOCAL_JWT_ISSUER
 
     @property
     def queue_name(self) -> str:

@@ -113,3 +113,15 @@ def test_a_leased_dataset_is_not_claimed(catalog: Catalog) -> None:
 def test_claim_limit_is_validated(catalog: Catalog, limit: int) -> None:
     with pytest.raises(InvalidCatalogArgument):
         catalog.claim_pending_datasets(limit=limit, claimer="cron")
+
+
+def test_taking_over_an_expired_lease_fails_the_crashed_run(world: World, sql: psycopg.Connection) -> None:
+    # Given a running run whose lease expired
+    world.fragment()
+    crashed = world.running_run()
+    sql.execute("UPDATE datasets SET lease_expires_at = now() - interval '1 second'")
+    # When another run takes the lease over
+    world.catalog.acquire_lease(dataset_id=world.dataset, run_id=uuid4(), lease_seconds=60)
+    # Then the crashed run is failed (so its outputs count as orphans)
+    runs = {r.id: r for r in world.catalog.dataset_status(world.dataset).runs}
+    assert runs[crashed].status == "failed" and "taken over" in (runs[crashed].error or "")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fusou_compaction.cli import db  # noqa: F401  (registers commands)
+from fusou_compaction.cli import compact  # noqa: F401
+from fusou_compaction.cli import db, demo, dev, ops  # noqa: F401  (registers commands)
 from fusou_compaction.cli.app import app
 
 

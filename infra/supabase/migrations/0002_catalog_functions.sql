@@ -207,6 +207,13 @@ BEGIN
   IF d.lease_owner IS NOT NULL AND d.lease_owner <> p_run_id AND d.lease_expires_at > now() THEN
     RETURN jsonb_build_object('acquired', false, 'dataset', _dataset_json(d));
   END IF;
+  IF d.lease_owner IS NOT NULL AND d.lease_owner <> p_run_id THEN
+    -- Taking over an expired lease: its run crashed or timed out. Marking it failed also lets
+    -- the orphan sweep reclaim whatever it wrote.
+    UPDATE compaction_runs SET status = 'failed', error = format('lease expired; taken over by run %s', p_run_id),
+      finished_at = now(), updated_at = now()
+    WHERE id = d.lease_owner AND status IN ('queued', 'running');
+  END IF;
   UPDATE datasets
   SET lease_owner = p_run_id, lease_expires_at = now() + make_interval(secs => p_lease_seconds),
       claimed_by = NULL, claim_expires_at = NULL

@@ -1,0 +1,49 @@
+"""`fusou-compaction dev`: the local stack in the foreground until Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fusou_compaction.cli.app import app
+from fusou_compaction.cli.common import err
+from fusou_compaction.local.postgres import PostgresUnavailable
+
+
+@app.command("dev")
+def dev(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="where endpoints.json is written")] = Path(".fusou"),
+    api_port: Annotated[int, typer.Option("--api-port", help="0 = any free port")] = 0,
+    aws_port: Annotated[int, typer.Option("--aws-port", help="moto server port; 0 = any free port")] = 0,
+    pg_port: Annotated[int, typer.Option("--pg-port", help="PostgreSQL port; 0 = any free port")] = 0,
+) -> None:
+    """Run moto (S3, SQS), PostgreSQL, the API, the queue pollers and the step runner on 127.0.0.1."""
+    from fusou_compaction.local.stack import LocalStack, StackOptions
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    options = StackOptions(data_dir=data_dir, api_port=api_port, aws_port=aws_port, pg_port=pg_port)
+    try:
+        stack = LocalStack(options).start()
+    except PostgresUnavailable as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    except OSError as exc:
+        err.print(f"[red]could not start the local stack: {exc}[/red] (is a port already in use?)")
+        raise typer.Exit(2) from exc
+    try:
+        path = stack.write_endpoints()
+        ep = stack.endpoints
+        assert ep is not None
+        err.print(f"API        {ep.api_url}\nAWS (moto) {ep.aws_endpoint_url}\nPostgreSQL {ep.database_url}\n"
+                  f"queue      {ep.queue_url}\nDLQ        {ep.dlq_url}\nCtrl-C stops everything.")
+        print(f"ready {path}", flush=True)
+        stop.wait()
+    finally:
+        err.print("stopping…")
+        stack.stop()

@@ -1,0 +1,157 @@
+"""Each step on its own, against the real catalog (PostgreSQL) and S3 (moto's server)."""
+
+from __future__ import annotations
+
+from uuid import uuid4
+
+import psycopg
+import pytest
+
+from fusou_compaction import keys
+from fusou_compaction.adapters.s3 import S3ObjectStore
+from fusou_compaction.catalog.client import Catalog
+from fusou_compaction.engine import CorruptInputError
+from fusou_compaction.logic.steps import CompactionSteps, DatasetNotFound, LeaseLost, StepConfig
+from fusou_compaction.pipeline.models import CompactItem, FailureInput, StepError
+
+from .conftest import execution_input, live_rows, row_multiset, upload_fragments
+
+
+def _run_all(steps: CompactionSteps, ex):  # type: ignore[no-untyped-def]
+    assert steps.validate(ex).action == "compact"
+    plan = steps.get_metadata(ex)
+    results = [steps.compact(CompactItem(run_id=ex.run_id, dataset_id=ex.message.dataset_id,
+                                         plan_key=plan.plan_key, bin=b)) for b in plan.bins]
+    return plan, results, steps.update(ex, plan, results)
+
+
+def test_a_run_compacts_every_table_and_keeps_every_row(steps: CompactionSteps, catalog: Catalog,
+                                                         store: S3ObjectStore) -> None:
+    # Given fragments of two tables
+    up = upload_fragments(catalog, store, fragments=5)
+    ex = execution_input(up.dataset)
+    # When the four steps run
+    _plan, results, update = _run_all(steps, ex)
+    # Then each table is one compacted file holding exactly the uploaded rows
+    assert update.committed and not update.compaction_needed
+    for table, uploaded in up.rows.items():
+        files = catalog.list_live_files(up.dataset, table)
+        assert [f.kind for f in files] == ["compacted"]
+        assert row_multiset(live_rows(catalog, store, up.dataset, table)) == row_multiset(uploaded)  # type: ignore[arg-type]
+    assert update.rows_in == update.rows_out == sum(t.num_rows for t in up.rows.values())
+    assert {r.table for r in results} == set(up.rows)
+
+
+def test_validate_refuses_an_unknown_dataset(steps: CompactionSteps) -> None:
+    with pytest.raises(DatasetNotFound):
+        steps.validate(execution_input(uuid4()))
+
+
+def test_validate_skips_when_another_run_holds_the_lease(steps: CompactionSteps, catalog: Catalog,
+                                                         store: S3ObjectStore) -> None:
+    up = upload_fragments(catalog, store, fragments=1)
+    first, second = execution_input(up.dataset), execution_input(up.dataset)
+    assert steps.validate(first).action == "compact"
+    result = steps.validate(second)
+    assert result.action == "skip" and "lease held" in (result.reason or "")
+    run = {r.id: r for r in catalog.dataset_status(up.dataset).runs}[second.run_id]
+    assert run.status == "skipped"
+
+
+def test_validate_skips_a_dataset_without_pending_fragments(steps: CompactionSteps, catalog: Catalog,
+                                                            store: S3ObjectStore) -> None:
+    up = upload_fragments(catalog, store, fragments=1)
+    _run_all(steps, execution_input(up.dataset))
+    again = steps.validate(execution_input(up.dataset))
+    assert again.action == "skip" and again.reason == "nothing to compact"
+
+
+def test_a_redelivered_message_after_success_is_skipped(steps: CompactionSteps, catalog: Catalog,
+                                                        store: S3ObjectStore) -> None:
+    up = upload_fragments(catalog, store, fragments=1)
+    ex = execution_input(up.dataset, message_id="same-message")
+    _run_all(steps, ex)
+    upload_fragments(catalog, store, fragments=1, seed=7, dataset=up.dataset, owner=up.owner)
+    result = steps.validate(ex)
+    assert result.action == "skip" and "already succeeded" in (result.reason or "")
+
+
+def test_a_large_plan_travels_through_s3(catalog: Catalog, store: S3ObjectStore) -> None:
+    # Given a plan too large to inline (threshold lowered to force it)
+    steps = CompactionSteps(catalog, store, StepConfig(lease_seconds=60, inline_plan_bytes=100))
+    up = upload_fragments(catalog, store, fragments=3)
+    ex = execution_input(up.dataset)
+    steps.validate(ex)
+    # When planning, Then the state carries references and the bins are in S3
+    plan = steps.get_metadata(ex)
+    assert plan.plan_key == keys.plan_prefix(ex.run_id)
+    assert all(b.inputs is None for b in plan.bins)
+    assert all(store.exists(keys.plan_bin_key(ex.run_id, b.table, b.index)) for b in plan.bins)
+    # And Compact resolves them
+    results = [steps.compact(CompactItem(run_id=ex.run_id, dataset_id=up.dataset, plan_key=plan.plan_key, bin=b))
+               for b in plan.bins]
+    assert steps.update(ex, plan, results).rows_out == sum(t.num_rows for t in up.rows.values())
+
+
+def test_a_retried_compact_overwrites_only_its_own_keys(steps: CompactionSteps, catalog: Catalog,
+                                                        store: S3ObjectStore) -> None:
+    up = upload_fragments(catalog, store, fragments=2, tables=("battle",))
+    ex = execution_input(up.dataset)
+    steps.validate(ex)
+    plan = steps.get_metadata(ex)
+    item = CompactItem(run_id=ex.run_id, dataset_id=up.dataset, plan_key=plan.plan_key, bin=plan.bins[0])
+    steps.compact(item)
+    before = sorted(o.key for o in store.list_objects(keys.dataset_prefix(up.dataset)))
+    steps.compact(item)
+    after = sorted(o.key for o in store.list_objects(keys.dataset_prefix(up.dataset)))
+    assert before == after
+
+
+def test_update_twice_commits_once(steps: CompactionSteps, catalog: Catalog, store: S3ObjectStore) -> None:
+    up = upload_fragments(catalog, store, fragments=2)
+    ex = execution_input(up.dataset)
+    plan, results, first = _run_all(steps, ex)
+    again = steps.update(ex, plan, results)
+    assert first.committed and not first.already_committed and again.already_committed
+
+
+def test_compact_stops_when_the_lease_was_taken_over(steps: CompactionSteps, catalog: Catalog, store: S3ObjectStore,
+                                                     database_url: str) -> None:
+    up = upload_fragments(catalog, store, fragments=1)
+    ex = execution_input(up.dataset)
+    steps.validate(ex)
+    plan = steps.get_metadata(ex)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE datasets SET lease_expires_at = now() - interval '1 second'")
+    catalog.acquire_lease(dataset_id=up.dataset, run_id=uuid4(), lease_seconds=60)
+    with pytest.raises(LeaseLost):
+        steps.compact(CompactItem(run_id=ex.run_id, dataset_id=up.dataset, plan_key=plan.plan_key, bin=plan.bins[0]))
+
+
+def test_a_missing_object_fails_compact_naming_the_input(steps: CompactionSteps, catalog: Catalog,
+                                                         store: S3ObjectStore) -> None:
+    up = upload_fragments(catalog, store, fragments=2, tables=("battle",))
+    victim = catalog.list_live_files(up.dataset)[1]
+    store.delete_many([victim.object_key])
+    ex = execution_input(up.dataset)
+    steps.validate(ex)
+    plan = steps.get_metadata(ex)
+    with pytest.raises(CorruptInputError) as exc:
+        steps.compact(CompactItem(run_id=ex.run_id, dataset_id=up.dataset, plan_key=plan.plan_key, bin=plan.bins[0]))
+    assert str(victim.id) in str(exc.value)
+    assert not list(store.list_objects(keys.compacted_prefix(up.dataset, "battle", ex.run_id)))
+
+
+def test_record_failure_fails_the_run_at_its_step_and_frees_the_lease(steps: CompactionSteps, catalog: Catalog,
+                                                                      store: S3ObjectStore) -> None:
+    up = upload_fragments(catalog, store, fragments=1)
+    ex = execution_input(up.dataset)
+    steps.validate(ex)
+    cause = '{"errorMessage": "object gone", "errorType": "CorruptInputError"}'
+    envelope = steps.record_failure(FailureInput(
+        execution=ex, failure={"Compact": StepError(error="CorruptInputError", cause=cause)}))
+    status = catalog.dataset_status(up.dataset)
+    assert (status.runs[0].status, status.runs[0].error_step) == ("failed", "Compact")
+    assert status.runs[0].error == "CorruptInputError: object gone"
+    assert status.dataset.lease_owner is None
+    assert (envelope.error_step, envelope.body, envelope.message_id) == ("Compact", ex.body, ex.message_id)
