@@ -49,6 +49,7 @@ fmt: .venv/.synced
 
 bench: setup
 	$(PY) bench/run.py $(BENCH_ARGS)
+	$(PY) bench/pipeline_overhead.py
 
 # The whole system on an embedded local stack (no AWS account, no Docker).
 demo: setup
@@ -59,12 +60,14 @@ build: .venv/.synced
 	$(PY) infra/build_assets.py
 
 synth: .venv/.synced
-	$(PY) infra/app.py
+	$(PY) infra/app.py $(if $(STAGE),-c stage=$(STAGE))
 
 deploy: build
+	$(PY) infra/app.py -c requireBuiltAssets=true $(if $(STAGE),-c stage=$(STAGE))
 	npx --yes aws-cdk@2 deploy --app cdk.out --require-approval broadening $(CDK_ARGS)
 
 destroy: .venv/.synced
+	$(PY) infra/app.py $(if $(STAGE),-c stage=$(STAGE))
 	npx --yes aws-cdk@2 destroy --app cdk.out $(CDK_ARGS)
 
 clean:

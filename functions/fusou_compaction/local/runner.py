@@ -67,6 +67,8 @@ class HistoryEvent:
     state: str
     attempt: int
     error: str | None = None
+    started: float = 0.0  # time.monotonic() at the start of the attempt
+    seconds: float = 0.0
 
 
 @dataclass
@@ -135,14 +137,15 @@ class LocalRunner:
         attempt = 0
         while True:
             attempt += 1
+            began = time.monotonic()
             try:
                 ctx = LocalContext(function_name=f"local-{function}", timeout_seconds=timeout)
                 result = self.handlers[function](_as_json(payload), ctx)
-                ex.history.append(HistoryEvent(state, attempt))
+                ex.history.append(HistoryEvent(state, attempt, None, began, time.monotonic() - began))
                 return _as_json(result)
             except Exception as exc:  # the error's name is what Retry and Catch match, as in AWS
                 name = type(exc).__name__
-                ex.history.append(HistoryEvent(state, attempt, name))
+                ex.history.append(HistoryEvent(state, attempt, name, began, time.monotonic() - began))
                 retryable = name in retry.errors or "States.ALL" in retry.errors
                 if retryable and attempt < retry.max_attempts:
                     time.sleep(self._delay(retry, attempt))
