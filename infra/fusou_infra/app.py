@@ -1,0 +1,60 @@
+"""Builds the CDK app from context: used by infra/app.py (`make synth`, the CDK CLI) and the tests."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from aws_cdk import App, Validations
+from cdk_nag import AwsSolutionsChecks, NagPack
+
+from fusou_infra import config
+from fusou_infra.assets import ROOT
+from fusou_infra.lambda_factory import AssetSource
+from fusou_infra.stack import CompactionStack
+
+
+def cdk_json_context() -> dict[str, Any]:
+    """cdk.json's context, for runs without the CDK CLI (which passes it itself)."""
+    path = ROOT / "cdk.json"
+    return dict(json.loads(path.read_text()).get("context", {})) if path.is_file() else {}
+
+
+def _flag(value: Any) -> bool:
+    return value is True or str(value).lower() in {"1", "true", "yes"}
+
+
+class BuiltApp(NamedTuple):
+    app: App
+    stack: CompactionStack
+    nag: NagPack | None  # the cdk-nag pack that validates the app at synthesis
+
+
+def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = None) -> BuiltApp:
+    """Context keys: stage (dev), assetsDir (build), requireBuiltAssets (false), mapMaxConcurrency,
+    alertEmail, nag (true). Context from the CLI or cdk.json wins over ``context``."""
+    merged = {**cdk_json_context(), **(context or {})}
+    app = App(context=merged, outdir=os.environ.get("CDK_OUTDIR") or outdir or str(ROOT / "cdk.out"))
+    ctx = app.node.try_get_context
+    stage = str(ctx("stage") or "dev")
+    assets_dir = ctx("assetsDir")
+    assets = AssetSource(
+        build_dir=(ROOT / str(assets_dir)) if assets_dir else None,
+        require_built=_flag(ctx("requireBuiltAssets")),
+    )
+    stack = CompactionStack(
+        app,
+        f"{stage}-kc-compaction",
+        stage=stage,
+        assets=assets,
+        map_max_concurrency=int(ctx("mapMaxConcurrency") or config.DEFAULT_MAP_MAX_CONCURRENCY),
+        alert_email=ctx("alertEmail") or None,
+        description=f"FUSOU compaction ({stage}): API, SQS, Step Functions, S3; catalog in Supabase",
+    )
+    nag = None
+    if ctx("nag") is None or _flag(ctx("nag")):
+        nag = AwsSolutionsChecks(app)
+        Validations.of(app).add_plugins(nag)
+    return BuiltApp(app, stack, nag)

@@ -1,0 +1,62 @@
+"""Infra-only settings in one place. Names and queue settings come from ``fusou_compaction.topology``."""
+
+from __future__ import annotations
+
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+
+from fusou_compaction import keys
+from fusou_compaction.settings import Settings
+from fusou_infra.assets import LAMBDA_PYTHON_VERSION
+
+LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_14
+if LAMBDA_RUNTIME.name != f"python{LAMBDA_PYTHON_VERSION}":
+    raise RuntimeError("the Lambda runtime and the wheels of `make build` disagree")
+LAMBDA_ARCHITECTURE = lambda_.Architecture.ARM_64
+LOG_RETENTION = logs.RetentionDays.ONE_MONTH
+
+HANDLERS = "fusou_compaction.handlers"
+API_TIMEOUT_SECONDS = 29  # API Gateway's integration limit
+API_MEMORY_MB = 1024
+REGISTER_TIMEOUT_SECONDS = 300  # a 200 MiB presigned upload is validated and copied
+REGISTER_MEMORY_MB = 1769
+DLQ_HANDLER_TIMEOUT_SECONDS = 60
+SCHEDULED_TIMEOUT_SECONDS = 300
+LIGHT_MEMORY_MB = 256
+STEP_MEMORY_MB = 512
+COMPACT_MEMORY_MB = 1769  # one full vCPU: where the engine was measured (see FACTS)
+
+# Pipeline function key -> (handler, memory). Timeouts come from the pipeline definition.
+STEP_FUNCTIONS: dict[str, tuple[str, int]] = {
+    "validate": (f"{HANDLERS}.steps.validate", STEP_MEMORY_MB),
+    "get_metadata": (f"{HANDLERS}.steps.get_metadata", STEP_MEMORY_MB),
+    "compact": (f"{HANDLERS}.steps.compact", COMPACT_MEMORY_MB),
+    "update": (f"{HANDLERS}.steps.update", STEP_MEMORY_MB),
+    "record_failure": (f"{HANDLERS}.steps.record_failure", STEP_MEMORY_MB),
+}
+
+DEFAULT_MAP_MAX_CONCURRENCY: int = Settings.model_fields["map_max_concurrency"].default
+
+# API Gateway throttling (per stage; admin routes lower).
+API_RATE_LIMIT = 50
+API_BURST_LIMIT = 100
+ADMIN_RATE_LIMIT = 1
+ADMIN_BURST_LIMIT = 2
+
+# Alarm thresholds.
+QUEUE_AGE_ALARM_SECONDS = 900  # 15 min unconsumed: the consumer is not consuming
+API_5XX_ALARM_COUNT = 1
+
+# Object prefixes of the data bucket (keys.py derives every key under them).
+DATASETS_PREFIX = keys.DATASETS_PREFIX
+PLANS_PREFIX = keys.PLANS_PREFIX
+STAGING_PREFIX = "staging/"
+PLANS_EXPIRE_DAYS = 7
+STAGING_EXPIRE_DAYS = 2  # presigned uploads register within seconds; leftovers are junk
+NONCURRENT_EXPIRE_DAYS = 7  # replaced or deleted objects stay recoverable for a week
+ABORT_MULTIPART_DAYS = 1
+ACCESS_LOG_EXPIRE_DAYS = 90
+
+
+def resource_name(stage: str, what: str) -> str:
+    return f"{stage}-kc-compaction-{what}"

@@ -1,0 +1,163 @@
+"""The compaction pipeline: consumer → Step Functions (the one pipeline definition) → DLQ handler.
+
+The state machine is rendered by ``fusou_compaction.pipeline.definition.to_asl``, the same
+definition the local runner executes; only the function ARNs and the DLQ URL are CDK tokens.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from fusou_compaction.pipeline.definition import MapOverBins, Pipeline, Task, build_pipeline, to_asl
+from fusou_compaction.topology import QUEUES, state_machine_name
+from fusou_infra import config
+from fusou_infra.lambda_factory import FunctionFactory
+from fusou_infra.nag import acknowledge
+from fusou_infra.queues import Queues
+from fusou_infra.secrets import Secrets
+from fusou_infra.storage import READ, WRITE, Storage
+
+
+def task_timeouts(pipeline: Pipeline) -> dict[str, int]:
+    """Each function's timeout is its state's TimeoutSeconds: Lambda never outlives the task."""
+    out: dict[str, int] = {}
+    for state in pipeline.states.values():
+        task = state.iterator if isinstance(state, MapOverBins) else state
+        if isinstance(task, Task):
+            out[task.function] = max(out.get(task.function, 0), task.timeout_seconds)
+    return out
+
+
+class CompactionPipeline(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        stage: str,
+        factory: FunctionFactory,
+        queues: Queues,
+        storage: Storage,
+        secrets: Secrets,
+        alerts: sns.ITopic,
+        alerts_key: kms.IKey,
+        map_max_concurrency: int,
+    ) -> None:
+        super().__init__(scope, id)
+        self.definition = build_pipeline(map_max_concurrency)
+        timeouts = task_timeouts(self.definition)
+
+        self.steps: dict[str, lambda_.Function] = {}
+        for key, (handler, memory) in config.STEP_FUNCTIONS.items():
+            self.steps[key] = factory.function(
+                self,
+                f"{''.join(p.title() for p in key.split('_'))}Fn",
+                key=f"step-{key.replace('_', '-')}",
+                handler=handler,
+                asset="parquet",
+                memory_mb=memory,
+                timeout_seconds=timeouts[key],
+                description=f"Compaction pipeline step: {key}",
+            )
+            secrets.grant_read(self.steps[key])
+        # Plans and manifests travel through plans/; Parquet is read and written under datasets/.
+        storage.grant(self.steps["get_metadata"], config.PLANS_PREFIX, WRITE)
+        storage.grant(self.steps["compact"], config.PLANS_PREFIX, READ + WRITE)
+        storage.grant(self.steps["compact"], config.DATASETS_PREFIX, READ + WRITE)
+        storage.grant(self.steps["update"], config.PLANS_PREFIX, READ)
+
+        self.log_group = logs.LogGroup(
+            self,
+            "ExecutionLogs",
+            log_group_name=f"/aws/vendedlogs/states/{state_machine_name(stage)}",
+            retention=config.LOG_RETENTION,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        asl = to_asl(self.definition, {k: fn.function_arn for k, fn in self.steps.items()}, queues.dlq.queue_url)
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_name=state_machine_name(stage),
+            state_machine_type=sfn.StateMachineType.STANDARD,  # exactly-once names: redelivery never runs twice
+            # json.dumps, not Stack.to_json_string: that one drops nulls, and `"ResultPath": null` means
+            # something in ASL. The only tokens are ARNs and a queue URL: nothing in them needs escaping.
+            definition_body=sfn.DefinitionBody.from_string(json.dumps(asl)),
+            tracing_enabled=True,
+            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
+        )
+        role = self.state_machine.role
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["lambda:InvokeFunction"],
+                resources=[fn.function_arn for fn in self.steps.values()],
+            )
+        )
+        queues.dlq.grant_send_messages(role)
+        acknowledge(
+            self.state_machine.role.node.find_child("DefaultPolicy"),
+            "AwsSolutions-IAM5[Resource::*]",
+            "Log delivery (logs:CreateLogDelivery and friends) and X-Ray actions support no resource-level "
+            "permissions; Lambda invokes and the DLQ send are scoped to their ARNs",
+        )
+
+        self.consumer = factory.function(
+            self,
+            "ConsumerFn",
+            key="consumer",
+            handler=f"{config.HANDLERS}.consumer.handler",
+            asset="light",
+            memory_mb=config.LIGHT_MEMORY_MB,
+            timeout_seconds=QUEUES.consumer_timeout_seconds,
+            description="SQS compaction queue -> one Step Functions execution per message",
+            environment={"FUSOU_STATE_MACHINE_ARN": self.state_machine.state_machine_arn},
+        )
+        self.consumer.add_event_source(
+            sources.SqsEventSource(
+                queues.queue,
+                batch_size=QUEUES.consumer_batch_size,
+                max_batching_window=Duration.seconds(QUEUES.consumer_batching_window_seconds),
+                report_batch_item_failures=True,
+            )
+        )
+        self.state_machine.grant_start_execution(self.consumer)
+        secrets.grant_read(self.consumer)
+
+        self.dlq_handler = factory.function(
+            self,
+            "DlqFn",
+            key="dlq",
+            handler=f"{config.HANDLERS}.dlq.handler",
+            asset="light",
+            memory_mb=config.LIGHT_MEMORY_MB,
+            timeout_seconds=config.DLQ_HANDLER_TIMEOUT_SECONDS,
+            description="DLQ -> record the failure in the catalog, metric, alert; always acknowledges",
+            environment={"FUSOU_ALERT_TOPIC_ARN": alerts.topic_arn},
+        )
+        self.dlq_handler.add_event_source(
+            sources.SqsEventSource(
+                queues.dlq,
+                batch_size=QUEUES.dlq_batch_size,
+                max_batching_window=Duration.seconds(QUEUES.dlq_batching_window_seconds),
+                report_batch_item_failures=True,
+            )
+        )
+        # Publishing to the KMS-encrypted topic: exactly the two key actions SNS needs, on that key.
+        self.dlq_handler.add_to_role_policy(iam.PolicyStatement(actions=["sns:Publish"], resources=[alerts.topic_arn]))
+        self.dlq_handler.add_to_role_policy(
+            iam.PolicyStatement(actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[alerts_key.key_arn])
+        )
+        secrets.grant_read(self.dlq_handler)
+
+    @property
+    def functions(self) -> list[lambda_.Function]:
+        return [*self.steps.values(), self.consumer, self.dlq_handler]

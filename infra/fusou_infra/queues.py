@@ -1,0 +1,34 @@
+"""The compaction queue and its DLQ (names and settings from fusou_compaction.topology)."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from fusou_compaction.topology import QUEUES, dlq_name, queue_name
+from fusou_infra import config
+
+
+class Queues(Construct):
+    def __init__(self, scope: Construct, id: str, *, stage: str) -> None:
+        super().__init__(scope, id)
+        self.dlq = sqs.Queue(
+            self,
+            "Dlq",
+            queue_name=dlq_name(stage),
+            retention_period=Duration.days(QUEUES.dlq_retention_days),
+            # The DLQ function's event source needs visibility >= its timeout; 6x as for the main queue.
+            visibility_timeout=Duration.seconds(6 * config.DLQ_HANDLER_TIMEOUT_SECONDS),
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+        )
+        self.queue = sqs.Queue(
+            self,
+            "Queue",
+            queue_name=queue_name(stage),
+            visibility_timeout=Duration.seconds(QUEUES.visibility_timeout_seconds),
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            dead_letter_queue=sqs.DeadLetterQueue(queue=self.dlq, max_receive_count=QUEUES.max_receive_count),
+        )

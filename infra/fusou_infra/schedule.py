@@ -1,0 +1,57 @@
+"""EventBridge cron(0 2 * * ? *) → the scheduled function (claim pending datasets, housekeeping)."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from constructs import Construct
+
+from fusou_compaction.topology import SCHEDULE_CRON
+from fusou_infra import config
+from fusou_infra.lambda_factory import FunctionFactory
+from fusou_infra.queues import Queues
+from fusou_infra.secrets import Secrets
+from fusou_infra.storage import DELETE, Storage
+
+
+class Schedule(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        stage: str,
+        factory: FunctionFactory,
+        queues: Queues,
+        storage: Storage,
+        secrets: Secrets,
+    ) -> None:
+        super().__init__(scope, id)
+        self.function = factory.function(
+            self,
+            "ScheduledFn",
+            key="scheduled",
+            handler=f"{config.HANDLERS}.scheduled.handler",
+            asset="light",
+            memory_mb=config.LIGHT_MEMORY_MB,
+            timeout_seconds=config.SCHEDULED_TIMEOUT_SECONDS,
+            description="Daily: enqueue pending datasets, sweep expired leases, delete replaced objects and orphans",
+        )
+        queues.queue.grant_send_messages(self.function)
+        storage.grant(self.function, config.DATASETS_PREFIX, DELETE)  # replaced objects past grace, orphans
+        secrets.grant_read(self.function)
+        self.rule = events.Rule(
+            self,
+            "Daily",
+            rule_name=config.resource_name(stage, "daily"),
+            description="Daily compaction at 02:00 UTC",
+            schedule=events.Schedule.expression(SCHEDULE_CRON),
+            targets=[
+                targets.LambdaFunction(
+                    self.function,
+                    retry_attempts=2,
+                    max_event_age=Duration.hours(1),
+                )
+            ],
+        )

@@ -1,0 +1,86 @@
+"""The data bucket (Parquet fragments, compacted files, plans, staging) and its access-log bucket."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aws_cdk import Aws, Duration, RemovalPolicy
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from fusou_compaction.topology import bucket_name
+from fusou_infra import config
+from fusou_infra.lambda_factory import FunctionFactory
+from fusou_infra.nag import acknowledge, logical_id
+
+READ = ("s3:GetObject",)
+WRITE = ("s3:PutObject", "s3:AbortMultipartUpload")
+DELETE = ("s3:DeleteObject",)
+
+
+class Storage(Construct):
+    def __init__(self, scope: Construct, id: str, *, stage: str) -> None:
+        super().__init__(scope, id)
+        self.access_logs = s3.Bucket(
+            self,
+            "AccessLogs",
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            encryption=s3.BucketEncryption.S3_MANAGED,  # the only encryption S3 server access logging accepts
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            lifecycle_rules=[
+                s3.LifecycleRule(id="expire-access-logs", expiration=Duration.days(config.ACCESS_LOG_EXPIRE_DAYS))
+            ],
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
+        self.bucket = s3.Bucket(
+            self,
+            "Data",
+            bucket_name=bucket_name(stage, Aws.ACCOUNT_ID),
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            # Deleted and replaced objects stay recoverable for a while (the service deletes replaced
+            # files itself after its grace period; versions are the safety net under that).
+            versioned=True,
+            server_access_logs_bucket=self.access_logs,
+            server_access_logs_prefix="data/",
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="abort-incomplete-multipart-uploads",
+                    abort_incomplete_multipart_upload_after=Duration.days(config.ABORT_MULTIPART_DAYS),
+                ),
+                s3.LifecycleRule(
+                    id="expire-replaced-versions",
+                    noncurrent_version_expiration=Duration.days(config.NONCURRENT_EXPIRE_DAYS),
+                    expired_object_delete_marker=True,
+                ),
+                s3.LifecycleRule(
+                    id="expire-plans", prefix=config.PLANS_PREFIX, expiration=Duration.days(config.PLANS_EXPIRE_DAYS)
+                ),
+                s3.LifecycleRule(
+                    id="expire-staging",
+                    prefix=config.STAGING_PREFIX,
+                    expiration=Duration.days(config.STAGING_EXPIRE_DAYS),
+                ),
+            ],
+            removal_policy=RemovalPolicy.RETAIN,  # the data lake outlives the stack
+        )
+
+    def grant(self, fn: lambda_.Function, prefix: str, actions: Sequence[str]) -> None:
+        """Object actions under one key prefix, plus ListBucket (without it, a missing key is 403 not 404)."""
+        assert fn.role is not None
+        fn.add_to_role_policy(iam.PolicyStatement(actions=["s3:ListBucket"], resources=[self.bucket.bucket_arn]))
+        fn.add_to_role_policy(
+            iam.PolicyStatement(actions=list(actions), resources=[self.bucket.arn_for_objects(f"{prefix}*")])
+        )
+        acknowledge(
+            FunctionFactory.default_policy(fn),
+            f"AwsSolutions-IAM5[Resource::<{logical_id(self.bucket)}.Arn>/{prefix}*]",
+            f"Object keys under {prefix} are derived per dataset, table and run (fusou_compaction.keys); "
+            "the grant is scoped to that prefix of this one bucket",
+        )

@@ -1,0 +1,97 @@
+"""`make build` (infra/build_assets.py) and how synth picks Lambda code, without network or a build."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from fusou_infra.assets import ASSETS, FUNCTIONS_DIR, AssetsNotBuilt, resolve_code_dir
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def build_assets() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("build_assets", ROOT / "infra" / "build_assets.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["build_assets"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def uv(build_assets: ModuleType) -> str:
+    if not ((ROOT / ".tools" / "bin" / "uv").is_file() or shutil.which("uv")):
+        pytest.skip("uv is not installed (make setup installs it into .tools/)")
+    return build_assets.find_uv()  # type: ignore[no-any-return]
+
+
+def test_only_the_parquet_asset_installs_pyarrow(build_assets: ModuleType, uv: str) -> None:
+    # Given the locked runtime dependencies, When each asset's requirements are exported
+    parquet = build_assets.requirement_names(build_assets.export_requirements(uv, ASSETS["parquet"]))
+    light = build_assets.requirement_names(build_assets.export_requirements(uv, ASSETS["light"]))
+    # Then pyarrow is only in the Parquet asset; the CLI's packages in neither; the rest in both
+    assert "pyarrow" in parquet and "pyarrow" not in light
+    assert not {"typer", "rich"} & (parquet | light)
+    assert {"aws-lambda-powertools", "pydantic", "supabase", "psycopg", "pyjwt"} <= light
+
+
+def test_an_asset_at_the_lambda_limit_fails_the_build(build_assets: ModuleType) -> None:
+    build_assets.check_size("parquet", 249_999_999)
+    with pytest.raises(SystemExit, match="limit"):
+        build_assets.check_size("parquet", 250_000_000)
+
+
+def test_trim_removes_arrow_flight_and_sources_but_keeps_parquet(build_assets: ModuleType, tmp_path: Path) -> None:
+    pa = tmp_path / "pyarrow"
+    (pa / "include" / "arrow").mkdir(parents=True)
+    for name in (
+        "libarrow_flight.so.2600",
+        "_flight.cpython-314-aarch64-linux-gnu.so",
+        "flight.py",
+        "lib.pyx",
+        "libparquet.so.2600",
+        "parquet/__init__.py",
+        "include/arrow/api.h",
+    ):
+        (pa / name).parent.mkdir(parents=True, exist_ok=True)
+        (pa / name).write_bytes(b"x" * 10)
+    removed = build_assets.trim(tmp_path)
+    assert removed == 50
+    assert sorted(p.relative_to(pa).as_posix() for p in pa.rglob("*") if p.is_file()) == [
+        "libparquet.so.2600",
+        "parquet/__init__.py",
+    ]
+
+
+def test_synth_uses_a_complete_build_and_falls_back_to_the_source(tmp_path: Path) -> None:
+    # Given no build: the package source, unless the build is required (deploy)
+    assert resolve_code_dir("light", tmp_path, require_built=False) == (FUNCTIONS_DIR, False)
+    with pytest.raises(AssetsNotBuilt, match="make build"):
+        resolve_code_dir("light", tmp_path, require_built=True)
+    # Given a half-written build (no marker yet): still not built
+    (tmp_path / "light" / "fusou_compaction").mkdir(parents=True)
+    (tmp_path / "light" / "fusou_compaction" / "__init__.py").write_text("")
+    assert resolve_code_dir("light", tmp_path, require_built=False)[1] is False
+    # Given a complete build: that folder
+    (tmp_path / "light" / ".fusou-asset.json").write_text("{}")
+    assert resolve_code_dir("light", tmp_path, require_built=True) == (tmp_path / "light", True)
+
+
+def test_app_script_accepts_cdk_style_context(build_assets: ModuleType) -> None:
+    spec = importlib.util.spec_from_file_location("infra_app", ROOT / "infra" / "app.py")
+    assert spec and spec.loader
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    assert app.parse_context(["-c", "stage=prod", "--context", "requireBuiltAssets=true"]) == {
+        "stage": "prod",
+        "requireBuiltAssets": "true",
+    }
+    with pytest.raises(SystemExit):
+        app.parse_context(["--stage", "prod"])
