@@ -1,12 +1,35 @@
-"""Logger, Tracer and Metrics, created once for the whole process."""
+"""Logger, Tracer and Metrics, created once for the whole process.
+
+The Tracer is created on first use (PEP 562): the X-Ray SDK it loads costs ~100-200 ms of cold
+start (it pulls in botocore). The API function does not use it — API Gateway and Lambda's active
+tracing already trace each request — so its cold start stays short.
+"""
 
 from __future__ import annotations
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger, Metrics
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Tracer
 
 SERVICE = "fusou-compaction"
 NAMESPACE = "FUSOU/Compaction"
 
 logger = Logger(service=SERVICE)
-tracer = Tracer(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+
+
+@cache
+def _tracer() -> Tracer:
+    from aws_lambda_powertools import Tracer
+
+    return Tracer(service=SERVICE)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "tracer":
+        return _tracer()
+    raise AttributeError(name)

@@ -19,6 +19,7 @@ import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,38 +29,80 @@ TABLE_NAMES: tuple[str, ...] = ("battle", "hougeki", "air_battle", "ship_state")
 # Relative row counts: a battle has many shelling rows, a snapshot many ships.
 _ROW_WEIGHT = {"battle": 0.5, "hougeki": 2.0, "air_battle": 0.5, "ship_state": 1.0}
 
-_SHIP_BASE = (
-    "Fubuki Shirayuki Hatsuyuki Murakumo Ayanami Shikinami Akatsuki Hibiki Ikazuchi Inazuma "
-    "Kongou Hiei Haruna Kirishima Nagato Mutsu Yamato Musashi Akagi Kaga Souryuu Hiryuu Shoukaku "
-    "Zuikaku Taihou Mogami Mikuma Suzuya Kumano Tone Chikuma Myoukou Nachi Ashigara Haguro Takao "
-    "Atago Maya Choukai Yuubari Shimakaze Yukikaze Amatsukaze Tokitsukaze Kasumi Asashio Ooshio"
-).split()
-SHIP_NAMES: tuple[str, ...] = tuple(
-    f"{n}{s}" for n in _SHIP_BASE for s in ("", " Kai", " Kai Ni", " Kai Ni B")
-)
+_SHIP_BASE = [
+    "Fubuki",
+    "Shirayuki",
+    "Hatsuyuki",
+    "Murakumo",
+    "Ayanami",
+    "Shikinami",
+    "Akatsuki",
+    "Hibiki",
+    "Ikazuchi",
+    "Inazuma",
+    "Kongou",
+    "Hiei",
+    "Haruna",
+    "Kirishima",
+    "Nagato",
+    "Mutsu",
+    "Yamato",
+    "Musashi",
+    "Akagi",
+    "Kaga",
+    "Souryuu",
+    "Hiryuu",
+    "Shoukaku",
+    "Zuikaku",
+    "Taihou",
+    "Mogami",
+    "Mikuma",
+    "Suzuya",
+    "Kumano",
+    "Tone",
+    "Chikuma",
+    "Myoukou",
+    "Nachi",
+    "Ashigara",
+    "Haguro",
+    "Takao",
+    "Atago",
+    "Maya",
+    "Choukai",
+    "Yuubari",
+    "Shimakaze",
+    "Yukikaze",
+    "Amatsukaze",
+    "Tokitsukaze",
+    "Kasumi",
+    "Asashio",
+    "Ooshio",
+]
+SHIP_NAMES: tuple[str, ...] = tuple(f"{n}{s}" for n in _SHIP_BASE for s in ("", " Kai", " Kai Ni", " Kai Ni B"))
 MAP_IDS: tuple[str, ...] = tuple(f"{a}-{b}" for a in range(1, 8) for b in range(1, 6))
 RANKS: tuple[str, ...] = ("S", "A", "B", "C", "D", "E")
 _EPOCH_MS = 1_735_689_600_000  # 2025-01-01T00:00:00Z
+_INT64 = pa.int64()
 
 
 class Rng:
     """Seeded, vectorized random columns: one Python call per column, never per row."""
 
     def __init__(self, seed: str | int) -> None:
-        self._py = random.Random(seed)
+        self._py = random.Random(seed)  # noqa: S311  (synthetic data, seeded on purpose)
 
     def uniform(self, n: int) -> pa.DoubleArray:
         return pc.random(n, initializer=self._py.getrandbits(63))  # type: ignore[no-any-return]
 
-    def integers(self, lo: int, hi: int, n: int, t: pa.DataType = pa.int64()) -> pa.Array:
+    def integers(self, lo: int, hi: int, n: int, t: pa.DataType = _INT64) -> pa.Array[Any]:
         """Uniform integers in [lo, hi)."""
         scaled = pc.floor(pc.multiply(self.uniform(n), float(hi - lo)))
         return pc.add(pc.cast(scaled, pa.int64()), lo).cast(t)
 
     def bools(self, p: float, n: int) -> pa.BooleanArray:
-        return pc.less(self.uniform(n), p)  # type: ignore[no-any-return]
+        return pc.less(self.uniform(n), p)  # type: ignore[call-overload, no-any-return]
 
-    def pick(self, values: Sequence[str], n: int) -> pa.Array:
+    def pick(self, values: Sequence[str], n: int) -> pa.Array[Any]:
         return pa.array(values, pa.string()).take(self.integers(0, len(values), n))
 
     def random(self) -> float:
@@ -74,10 +117,10 @@ class Rng:
         offsets = pa.array(range(0, 32 * n + 1, 32), pa.int32())
         raw = pa.Array.from_buffers(pa.string(), n, [None, offsets.buffers()[1], pa.py_buffer(hexed)])
         parts = [pc.utf8_slice_codeunits(raw, a, b) for a, b in ((0, 8), (8, 12), (12, 16), (16, 20), (20, 32))]
-        return pc.binary_join_element_wise(*parts, "-")  # type: ignore[no-any-return]
+        return pc.binary_join_element_wise(*parts, "-")  # type: ignore[call-overload, no-any-return]
 
 
-def _arange(n: int) -> pa.Array:
+def _arange(n: int) -> pa.Array[Any]:
     return pc.subtract(pc.cumulative_sum(pa.repeat(1, n)), 1) if n else pa.array([], pa.int64())
 
 
@@ -115,29 +158,29 @@ class SynthFragment:
     rows: int
 
 
-def _lists(rng: Rng, n: int, lo: int, hi: int, values: Callable[[int], pa.Array]) -> pa.Array:
+def _lists(rng: Rng, n: int, lo: int, hi: int, values: Callable[[int], pa.Array[Any]]) -> pa.Array[Any]:
     lengths = rng.integers(lo, hi + 1, n, pa.int32())
     offsets = pa.concat_arrays([pa.array([0], pa.int32()), pc.cumulative_sum(lengths)])
-    return pa.ListArray.from_arrays(offsets, values(offsets[-1].as_py()))
+    return pa.ListArray.from_arrays(offsets, values(offsets[-1].as_py()))  # type: ignore[no-any-return, call-overload]
 
 
-def _ints(rng: Rng, lo: int, hi: int, t: pa.DataType) -> Callable[[int], pa.Array]:
+def _ints(rng: Rng, lo: int, hi: int, t: pa.DataType) -> Callable[[int], pa.Array[Any]]:
     return lambda total: rng.integers(lo, hi, total, t)
 
 
-def _timestamps(rng: Rng, n: int, seq: int, drift: Drift) -> pa.Array:
+def _timestamps(rng: Rng, n: int, seq: int, drift: Drift) -> pa.Array[Any]:
     ms = pc.add(rng.integers(0, 600_000, n).sort(), _EPOCH_MS + seq * 600_000)
     values = pc.multiply(ms, 1000) if drift.ts_unit == "us" else ms
     return values.cast(pa.timestamp(drift.ts_unit, tz=drift.ts_tz))
 
 
-def _with_nulls(rng: Rng, arr: pa.Array, fraction: float) -> pa.Array:
-    return pc.if_else(rng.bools(fraction, len(arr)), pa.scalar(None, arr.type), arr)
+def _with_nulls(rng: Rng, arr: pa.Array[Any], fraction: float) -> pa.Array[Any]:
+    return pc.if_else(rng.bools(fraction, len(arr)), pa.scalar(None, arr.type), arr)  # type: ignore[no-any-return]
 
 
-def _battle(rng: Rng, n: int, seq: int, d: Drift) -> dict[str, pa.Array]:
+def _battle(rng: Rng, n: int, seq: int, d: Drift) -> dict[str, pa.Array[Any]]:
     wide = d.wide_ints
-    cols: dict[str, pa.Array] = {
+    cols: dict[str, pa.Array[Any]] = {
         "battle_id": rng.uuid_strings(n),
         "user_id": rng.pick(["u-7f3a", "u-11c0", "u-9d42"], n),
         "battle_at": _timestamps(rng, n, seq, d),
@@ -160,14 +203,14 @@ def _battle(rng: Rng, n: int, seq: int, d: Drift) -> dict[str, pa.Array]:
     return cols
 
 
-def _hougeki(rng: Rng, n: int, seq: int, d: Drift) -> dict[str, pa.Array]:
+def _hougeki(rng: Rng, n: int, seq: int, d: Drift) -> dict[str, pa.Array[Any]]:
     per_battle = 12
     index = _arange(n)
-    cols: dict[str, pa.Array] = {
+    cols: dict[str, pa.Array[Any]] = {
         "battle_id": rng.uuid_strings(n // per_battle + 1).take(pc.divide(index, per_battle)),
         "at": _timestamps(rng, n, seq, d),
         "phase": rng.integers(1, 4, n, pa.int16()),
-        "turn": pc.remainder(index, per_battle).cast(pa.int16()),
+        "turn": pc.remainder(index, per_battle).cast(pa.int16()),  # type: ignore[attr-defined]
         "attacker_index": rng.integers(0, 12, n, pa.int16()),
         "attack_type": rng.integers(0, 8, n, pa.int16()),
         "defender_index": _lists(rng, n, 1, 2, _ints(rng, 0, 12, pa.int16())),
@@ -180,7 +223,7 @@ def _hougeki(rng: Rng, n: int, seq: int, d: Drift) -> dict[str, pa.Array]:
     return cols
 
 
-def _air_battle(rng: Rng, n: int, seq: int, d: Drift) -> dict[str, pa.Array]:
+def _air_battle(rng: Rng, n: int, seq: int, d: Drift) -> dict[str, pa.Array[Any]]:
     def stage(extra: bool, null_fraction: float) -> pa.StructArray:
         names = ["f_count", "f_lost", "e_count", "e_lost", "disp_seiku"]
         arrays = [
@@ -207,9 +250,9 @@ def _air_battle(rng: Rng, n: int, seq: int, d: Drift) -> dict[str, pa.Array]:
     }
 
 
-def _ship_state(rng: Rng, n: int, seq: int, d: Drift) -> dict[str, pa.Array]:
+def _ship_state(rng: Rng, n: int, seq: int, d: Drift) -> dict[str, pa.Array[Any]]:
     ship_idx = rng.integers(0, len(SHIP_NAMES), n, pa.int32())
-    cols: dict[str, pa.Array] = {
+    cols: dict[str, pa.Array[Any]] = {
         "snapshot_at": _timestamps(rng, n, seq, d),
         "ship_uid": rng.integers(1, 100_000_000, n, pa.int64()),
         "ship_id": pc.add(ship_idx, pa.scalar(1, pa.int32())),
@@ -256,6 +299,7 @@ def fragment_bytes(table: pa.Table, *, row_group_size: int | None = None) -> byt
 
 
 def iter_fragments(
+    *,
     tables: Iterable[str] = TABLE_NAMES,
     fragments: int = 10,
     rows_per_fragment: int = 5000,
@@ -267,7 +311,7 @@ def iter_fragments(
     for name in names:
         if name not in _BUILDERS:
             raise ValueError(f"unknown table {name!r}; choose from {TABLE_NAMES}")
-    rng = random.Random(f"fragments:{seed}")
+    rng = random.Random(f"fragments:{seed}")  # noqa: S311
     seq = 0
     for k in range(fragments):
         for name in names:
@@ -281,6 +325,7 @@ def iter_fragments(
 
 def generate_fragments(
     out_dir: str | Path,
+    *,
     tables: Iterable[str] = TABLE_NAMES,
     fragments: int = 10,
     rows_per_fragment: int = 5000,
@@ -290,7 +335,9 @@ def generate_fragments(
     """Write fragments to ``out_dir/<table>/frag-NNNNNN.parquet``; returns their paths in seq order."""
     out = Path(out_dir)
     paths: list[Path] = []
-    for frag in iter_fragments(tables, fragments, rows_per_fragment, seed, drift):
+    for frag in iter_fragments(
+        tables=tables, fragments=fragments, rows_per_fragment=rows_per_fragment, seed=seed, drift=drift
+    ):
         path = out / frag.table / frag.name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(frag.data)

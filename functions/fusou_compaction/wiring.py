@@ -5,7 +5,6 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-import boto3
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from fusou_compaction.catalog.client import Catalog
@@ -26,6 +25,8 @@ class ServiceSecrets(BaseModel):
 
 
 def aws_client(settings: Settings, service: str) -> Any:
+    import boto3  # imported on first use: requests refused before any AWS call never pay for it
+
     return boto3.client(service, region_name=settings.region, endpoint_url=settings.aws_endpoint_url)  # type: ignore[call-overload]
 
 

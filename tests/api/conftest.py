@@ -168,7 +168,7 @@ def api(local_aws: LocalAws, database_url: str, bucket: str, s3_client: Any, sqs
         catalog=catalog,
         store=S3ObjectStore(bucket, region=local_aws.region, endpoint_url=local_aws.endpoint_url),
         queue=SqsQueue(sqs_client, queue_url),
-        dlq=SqsQueue(sqs_client, dlq_url),
+        dlq=SqsQueue(sqs_client, dlq_url, peek_for_age=True),
         orchestrator=StepFunctionsOrchestrator(sfn, ""),  # the API never starts executions
         alerts=LogAlerts(),
     )

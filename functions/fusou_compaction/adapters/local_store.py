@@ -14,9 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fusou_compaction.adapters.s3 import ObjectNotFound
 from fusou_compaction.engine.sinks import LocalFileWriter
-from fusou_compaction.ports.object_store import ObjectInfo
+from fusou_compaction.ports.object_store import ObjectInfo, ObjectNotFound
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
@@ -71,7 +70,9 @@ class LocalObjectStore:
         return []
 
     def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
-        for dirpath, _dirs, files in sorted(os.walk(self.root)):
+        # Walk only below the prefix's directory part, not the whole store.
+        start = self._path(prefix.rsplit("/", 1)[0]) if "/" in prefix else self.root
+        for dirpath, _dirs, files in sorted(os.walk(start)):
             for name in sorted(files):
                 if name.startswith("."):
                     continue  # in-progress temp files are not objects

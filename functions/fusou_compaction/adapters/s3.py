@@ -20,7 +20,7 @@ from botocore.credentials import RefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fusou_compaction.observability import logger
-from fusou_compaction.ports.object_store import ObjectInfo
+from fusou_compaction.ports.object_store import ObjectInfo, ObjectNotFound, ObjectStoreError, PreconditionFailed
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
@@ -36,23 +36,6 @@ DELETE_BATCH: Final = 1000  # DeleteObjects' hard limit
 DEFAULT_CONTENT_TYPE: Final = "application/octet-stream"
 _NOT_FOUND_CODES: Final = frozenset({"NoSuchKey", "404", "NotFound"})
 _CONFLICT_RETRIES: Final = 3
-
-
-class ObjectStoreError(Exception):
-    """Any failure of the object store that is not a plain 'not found' or 'already exists'."""
-
-
-class ObjectNotFound(ObjectStoreError, KeyError):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-    def __str__(self) -> str:  # KeyError would print the repr
-        return f"object not found: {self.key}"
-
-
-class PreconditionFailed(ObjectStoreError):
-    """A conditional request (If-None-Match / If-Match) did not hold."""
 
 
 def _code(err: ClientError) -> str:

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from fusou_compaction.ports.messaging import BatchEntry, BatchSendResult, QueueDepth, ReceivedMessage
+from fusou_compaction.ports.messaging import BatchEntry, BatchSendResult, QueueDepth, QueueError, ReceivedMessage
 
 SEND_BATCH_LIMIT = 10  # SQS's hard limit per SendMessageBatch
 
 
-class QueueError(Exception):
-    pass
-
-
 class SqsQueue:
-    def __init__(self, client: Any, url: str) -> None:
+    def __init__(self, client: Any, url: str, *, cloudwatch: Any = None, peek_for_age: bool = False) -> None:
         self._sqs = client
         self.url = url
+        self._cloudwatch = cloudwatch
+        # Peeking (a receive with visibility 0) counts as a receive: on a queue with a redrive
+        # policy, status polls would push waiting messages into the DLQ. Only the DLQ may be peeked.
+        self._peek_for_age = peek_for_age
 
     def send(self, body: str) -> str:
         try:
@@ -76,13 +77,33 @@ class SqsQueue:
         return QueueDepth(visible=visible, in_flight=in_flight, oldest_age_seconds=self._oldest_age(visible))
 
     def _oldest_age(self, visible: int) -> int | None:
-        # SQS exposes the oldest message's age only as a CloudWatch metric; for the status API we
-        # peek without consuming (visibility 0) and read SentTimestamp. Good enough for operators.
         if visible == 0:
             return None
+        if self._peek_for_age:
+            return self._peeked_age()
+        return self._metric_age()
+
+    def _peeked_age(self) -> int | None:
         try:
             msgs = self.receive(10, visibility_timeout=0)
         except (ClientError, BotoCoreError):
             return None
         stamps = [int(m.attributes["SentTimestamp"]) for m in msgs if "SentTimestamp" in m.attributes]
         return int(time.time() - min(stamps) / 1000) if stamps else None
+
+    def _metric_age(self) -> int | None:
+        """SQS publishes the oldest message's age only to CloudWatch (absent locally: None)."""
+        if self._cloudwatch is None:
+            return None
+        now = datetime.now(UTC)
+        try:
+            points = self._cloudwatch.get_metric_statistics(
+                Namespace="AWS/SQS", MetricName="ApproximateAgeOfOldestMessage",
+                Dimensions=[{"Name": "QueueName", "Value": self.url.rsplit("/", 1)[-1]}],
+                StartTime=now - timedelta(minutes=10), EndTime=now, Period=60, Statistics=["Maximum"],
+            )["Datapoints"]
+        except (ClientError, BotoCoreError):
+            return None
+        if not points:
+            return None
+        return int(max(points, key=lambda p: p["Timestamp"])["Maximum"])

@@ -19,6 +19,7 @@ from fusou_compaction.catalog.models import (
     FailureRecorded,
     GarbageObject,
     LeaseResult,
+    RedrivableFailure,
     RegisteredFragment,
     Run,
     RunStatus,
@@ -33,6 +34,7 @@ _expired = TypeAdapter(list[ExpiredLease])
 _garbage = TypeAdapter(list[GarbageObject])
 _uuids = TypeAdapter(list[UUID])
 _strs = TypeAdapter(list[str])
+_redrivable = TypeAdapter(list[RedrivableFailure])
 
 
 class Catalog:
@@ -192,6 +194,12 @@ class Catalog:
 
     def list_recent_failures(self, limit: int = 20) -> list[Failure]:
         return _failures.validate_python(self._call("list_recent_failures", p_limit=limit))
+
+    def list_redrivable_failures(self, limit: int = 10) -> list[RedrivableFailure]:
+        return _redrivable.validate_python(self._call("list_redrivable_failures", p_limit=limit))
+
+    def mark_failures_redriven(self, failure_ids: Sequence[int]) -> int:
+        return int(self._call("mark_failures_redriven", p_ids=list(failure_ids)))
 
     # Housekeeping.
     def sweep_expired_leases(self) -> list[ExpiredLease]:

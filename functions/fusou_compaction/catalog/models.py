@@ -135,3 +135,9 @@ class DatasetStatus(_Model):
     dataset: Dataset
     files: list[CatalogFile]
     runs: list[Run]
+
+
+class RedrivableFailure(_Model):
+    id: int
+    dataset_id: UUID | None = None
+    body: str

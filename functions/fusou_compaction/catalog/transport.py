@@ -10,12 +10,12 @@ import json
 import re
 import threading
 from collections.abc import Mapping
-from typing import Any, Protocol
-
-import psycopg
-from psycopg_pool import ConnectionPool
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fusou_compaction.catalog.errors import CatalogError, CatalogUnavailable, InvalidCatalogArgument, error_from_code
+
+if TYPE_CHECKING:
+    import psycopg
 
 _IDENT_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 
@@ -42,6 +42,9 @@ class PostgresRpc:
         schema: str = "public",
         role: str | None = None,
     ) -> None:
+        # psycopg is imported here: the deployed (supabase) transport never needs it.
+        from psycopg_pool import ConnectionPool
+
         self._pool = ConnectionPool(
             database_url,
             min_size=min_size,
@@ -79,6 +82,8 @@ class PostgresRpc:
         return sig
 
     def call(self, function: str, params: Mapping[str, Any]) -> Any:
+        import psycopg
+
         if not _IDENT_RE.fullmatch(function):
             raise InvalidCatalogArgument(f"bad function name {function!r}")
         try:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from fusou_compaction.cli import compact  # noqa: F401
-from fusou_compaction.cli import db, demo, dev, ops  # noqa: F401  (registers commands)
+from fusou_compaction.cli import (  # noqa: F401  (registers commands)
+    compact,
+    db,
+    demo,
+    dev,
+    ops,
+)
 from fusou_compaction.cli.app import app
 
 

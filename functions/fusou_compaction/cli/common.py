@@ -63,5 +63,5 @@ def connect(path: Path) -> StackClients:
         catalog=Catalog(PostgresRpc(ep.database_url, max_size=4)),
         store=S3ObjectStore(ep.bucket, region=ep.region, endpoint_url=ep.aws_endpoint_url, client=s3),
         queue=SqsQueue(sqs, ep.queue_url),
-        dlq=SqsQueue(sqs, ep.dlq_url),
+        dlq=SqsQueue(sqs, ep.dlq_url, peek_for_age=True),
     )

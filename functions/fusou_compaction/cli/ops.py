@@ -151,7 +151,6 @@ def token(
 ) -> None:
     """A dev JWT (HS256, like Supabase's) signed with the stack's local secret."""
     from fusou_compaction.logic.auth import mint_dev_token
-
     from fusou_compaction.settings import LOCAL_JWT_ISSUER
 
     ep = load_endpoints(endpoints)

@@ -5,16 +5,21 @@ from __future__ import annotations
 from fusou_compaction.engine.errors import CorruptInputError, EngineError, SchemaCastError
 from fusou_compaction.engine.merge import (
     DEFAULT_TUNING,
+    PARALLEL_TUNING,
+    BinJob,
     BinResult,
     MergeTuning,
     OpenOutput,
     OutputFile,
     compact_bin,
+    compact_bins,
+    dictionary_columns,
+    use_system_allocator,
 )
 from fusou_compaction.engine.planner import (
     DEFAULT_TARGET_FILE_SIZE,
-    MiB,
     InputFile,
+    MiB,
     PlannedBin,
     plan_table,
 )
@@ -32,6 +37,8 @@ from fusou_compaction.engine.sinks import LocalDirSink, LocalFileWriter, open_lo
 __all__ = [
     "DEFAULT_TARGET_FILE_SIZE",
     "DEFAULT_TUNING",
+    "PARALLEL_TUNING",
+    "BinJob",
     "BinResult",
     "CorruptInputError",
     "EngineError",
@@ -46,7 +53,9 @@ __all__ = [
     "SchemaCastError",
     "SchemaGroup",
     "compact_bin",
+    "compact_bins",
     "conform_table",
+    "dictionary_columns",
     "merge_schemas",
     "merge_types",
     "normalize_schema",
@@ -54,4 +63,5 @@ __all__ = [
     "plan_table",
     "schema_fingerprint",
     "unify_schemas",
+    "use_system_allocator",
 ]

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,7 +25,7 @@ import pyarrow.parquet as pq
 import pyarrow.types as pat
 
 from fusou_compaction.engine.errors import CorruptInputError, EngineError, SchemaCastError
-from fusou_compaction.engine.planner import DEFAULT_TARGET_FILE_SIZE, MiB, InputFile, PlannedBin
+from fusou_compaction.engine.planner import DEFAULT_TARGET_FILE_SIZE, InputFile, MiB, PlannedBin
 from fusou_compaction.engine.schema import conform_table, schema_fingerprint, unify_schemas
 from fusou_compaction.ports.object_store import WritableObject
 
@@ -35,17 +36,31 @@ OpenOutput = Callable[[str], WritableObject]
 class MergeTuning:
     """Knobs measured in bench/RESULTS.md; the defaults are what won there."""
 
-    row_group_bytes: int = 48 * MiB  # decoded Arrow bytes per output row group
+    row_group_bytes: int = 16 * MiB  # decoded Arrow bytes per output row group (~4 MiB zstd here)
     max_row_group_rows: int = 1_048_576
-    read_ahead_bytes: int = 48 * MiB  # decoded bytes in flight ahead of the writer
+    read_ahead_bytes: int = 16 * MiB  # decoded bytes in flight ahead of the writer
     whole_file_max_bytes: int = 32 * MiB  # inputs up to this size are fetched in one read
-    io_threads: int = 8  # concurrent fetches: hides object-store latency for small fragments
+    io_threads: int = 4  # concurrent fetch+decode per bin; raise for object stores far away
     compression_level: int = 1  # zstd 1: ~25% cheaper to encode than 3 for ~0% size on this data
-    dictionary_max_ratio: float = 0.1  # dictionary-encode a string column if distinct/rows <= this
+    dictionary_max_ratio: float = 0.1  # dictionary-encode a leaf column if distinct/values <= this
     write_buffer_bytes: int = 4 * MiB  # the encoder's writes reach the sink in chunks this big
+    statistics: Literal["all", "scalars"] = "scalars"  # see writer_options
+    delta_timestamps: bool = True
 
 
 DEFAULT_TUNING = MergeTuning()
+# Two bins side by side (compact_bins on a 2-core host): half the memory each, fewer threads.
+PARALLEL_TUNING = MergeTuning(row_group_bytes=8 * MiB, read_ahead_bytes=8 * MiB, io_threads=2)
+
+
+def use_system_allocator() -> None:
+    """Make Arrow allocate with malloc instead of mimalloc, process-wide.
+
+    mimalloc keeps freed pages in per-thread heaps; with a decode pool that churns through
+    thousands of small tables this nearly doubled peak RSS (see bench/RESULTS.md) at no speed
+    gain. Call once at start-up of a process that runs compactions (CLI, compaction Lambda).
+    """
+    pa.set_memory_pool(pa.system_memory_pool())
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +119,7 @@ def _read_footer(fs: pafs.FileSystem, inp: InputFile) -> _Footer:
     except (OSError, pa.ArrowException, ValueError) as exc:
         raise _corrupt(inp, exc) from exc
     if inp.row_count is not None and inp.row_count != metadata.num_rows:
-        raise CorruptInputError(
-            inp.id, inp.path, f"footer has {metadata.num_rows} rows, catalog says {inp.row_count}"
-        )
+        raise CorruptInputError(inp.id, inp.path, f"footer has {metadata.num_rows} rows, catalog says {inp.row_count}")
     return _Footer(inp, metadata, schema)
 
 
@@ -118,17 +131,26 @@ def _decoded_estimate(md: pq.FileMetaData, row_groups: Sequence[int]) -> int:
 class _Reader:
     """Yields an ordered stream of pieces for one schema group, decoding ahead in a pool."""
 
-    def __init__(self, fs: pafs.FileSystem, pool: ThreadPoolExecutor, tuning: MergeTuning) -> None:
+    def __init__(
+        self,
+        fs: pafs.FileSystem,
+        pool: ThreadPoolExecutor,
+        tuning: MergeTuning,
+        on_input_read: Callable[[InputFile], None] | None,
+    ) -> None:
         self._fs = fs
         self._pool = pool
         self._tuning = tuning
+        self._on_input_read = on_input_read
 
     def _whole(self, footer: _Footer, schema: pa.Schema) -> pa.Table:
         inp = footer.input
         try:
             with self._fs.open_input_file(inp.path) as f:
                 buf = f.read_buffer()
-            table = pq.read_table(pa.BufferReader(buf), use_threads=False)
+            # The footer we already parsed is reused: ParquetFile over a buffer is ~30% cheaper per
+            # small file than pq.read_table (no dataset machinery, no second footer parse).
+            table = pq.ParquetFile(pa.BufferReader(buf), metadata=footer.metadata).read(use_threads=False)
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise _corrupt(inp, exc) from exc
         return self._conform(inp, table, schema)
@@ -165,32 +187,56 @@ class _Reader:
             raise SchemaCastError(inp.id, inp.path, str(exc)) from exc
 
     def pieces(self, footers: Sequence[_Footer], schema: pa.Schema) -> Iterator[_Piece]:
+        if self._on_input_read is None:
+            yield from self._pieces(footers, schema)
+            return
+        by_id = {f.input.id: f.input for f in footers}
+        previous: str | None = None
+        for piece in self._pieces(footers, schema):
+            if previous is not None and piece.input_id != previous:
+                self._on_input_read(by_id[previous])
+            previous = piece.input_id
+            yield piece
+        if previous is not None:
+            self._on_input_read(by_id[previous])
+
+    def _pieces(self, footers: Sequence[_Footer], schema: pa.Schema) -> Iterator[_Piece]:  # noqa: PLR0912
         budget = self._tuning.read_ahead_bytes
-        pending: deque[tuple[str, Future[pa.Table], int]] = deque()
+        # Parquet's uncompressed size understates Arrow's decoded size (dictionary strings, list
+        # offsets, validity): 1.5-4x on this lake. Learn the ratio from what was decoded so far.
+        ratio = 2.0
+        pending: deque[tuple[str, Future[pa.Table], int, int]] = deque()
         in_flight = 0
+
+        def pop() -> _Piece:
+            nonlocal in_flight, ratio
+            input_id, fut, charged, est = pending.popleft()
+            in_flight -= charged
+            table = fut.result()
+            ratio = 0.8 * ratio + 0.2 * (table.nbytes / est)
+            return _Piece(input_id, table)
+
         try:
             for footer in footers:
                 md = footer.metadata
                 inp = footer.input
                 rg_indices = [i for i in range(md.num_row_groups) if md.row_group(i).num_rows > 0]
-                units: list[tuple[int, Callable[[], pa.Table] | None, int]] = []
-                if inp.size_bytes <= self._tuning.whole_file_max_bytes and (
-                    _decoded_estimate(md, rg_indices) <= self._tuning.row_group_bytes
+                whole = _decoded_estimate(md, rg_indices)
+                if (
+                    inp.size_bytes <= self._tuning.whole_file_max_bytes
+                    and whole * ratio <= self._tuning.row_group_bytes
                 ):
-                    units.append((_decoded_estimate(md, rg_indices), None, -1))
+                    units = [(whole, -1)]
                 else:
-                    units.extend((_decoded_estimate(md, [i]), None, i) for i in rg_indices)
-                for est, _, rg in units:
+                    units = [(_decoded_estimate(md, [i]), i) for i in rg_indices]
+                for est, rg in units:
+                    charged = int(est * ratio)
                     # Wait for the oldest pieces until this one fits the read-ahead budget.
-                    while pending and in_flight + est > budget:
-                        input_id, fut, done_est = pending.popleft()
-                        in_flight -= done_est
-                        yield _Piece(input_id, fut.result())
-                    if rg >= 0 and est > self._tuning.row_group_bytes:
+                    while pending and in_flight + charged > budget:
+                        yield pop()
+                    if rg >= 0 and charged > self._tuning.row_group_bytes:
                         while pending:  # keep order: drain before decoding inline
-                            input_id, fut, done_est = pending.popleft()
-                            in_flight -= done_est
-                            yield _Piece(input_id, fut.result())
+                            yield pop()
                         for table in self._huge_row_group(footer, rg, schema):
                             yield _Piece(inp.id, table)
                         continue
@@ -198,13 +244,12 @@ class _Reader:
                         fut = self._pool.submit(self._whole, footer, schema)
                     else:
                         fut = self._pool.submit(self._row_group, footer, rg, schema)
-                    pending.append((inp.id, fut, est))
-                    in_flight += est
+                    pending.append((inp.id, fut, charged, est))
+                    in_flight += charged
             while pending:
-                input_id, fut, _ = pending.popleft()
-                yield _Piece(input_id, fut.result())
+                yield pop()
         finally:
-            for _, fut, _ in pending:
+            for _, fut, _, _ in pending:
                 fut.cancel()
 
 
@@ -237,24 +282,66 @@ class _SinkAdapter:
         return True
 
 
-def _low_cardinality_columns(table: pa.Table, max_ratio: float) -> list[str]:
-    # Decided once per output from its first row group: dictionary pages pay off for map ids and
-    # ship names, and only cost hashing time on uuids.
+def _leaf_columns(
+    name: str, arr: pa.ChunkedArray[Any] | pa.Array[Any]
+) -> Iterator[tuple[str, pa.ChunkedArray[Any] | pa.Array[Any]]]:
+    """(Parquet column path, values) for every leaf of a column, as the writer names them."""
+    t = arr.type
+    if pat.is_struct(t):
+        chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
+        for i, f in enumerate(t):
+            child = pa.chunked_array([c.field(i) for c in chunks], type=f.type)  # type: ignore[attr-defined]
+            yield from _leaf_columns(f"{name}.{f.name}", child)
+    elif pat.is_list(t) or pat.is_large_list(t):
+        yield from _leaf_columns(f"{name}.list.element", pc.list_flatten(arr))
+    elif pat.is_map(t):
+        return  # rare in this lake: leave maps to the writer's default (dictionary)
+    elif pat.is_dictionary(t):
+        yield name, arr.cast(t.value_type)
+    else:
+        yield name, arr
+
+
+def dictionary_columns(table: pa.Table, max_ratio: float) -> list[str]:
+    """Leaf columns worth a dictionary, judged on a sample of the first row group.
+
+    Dictionary pages shrink map ids, ship names, small enums and hp lists, and spare zstd work;
+    on uuids or random int64 ids they only cost hashing until the writer falls back to plain.
+    """
+    sample = table.slice(0, min(table.num_rows, 65_536))
     chosen: list[str] = []
-    for f in table.schema:
-        t = f.type
-        if not (pat.is_string(t) or pat.is_binary(t) or pat.is_large_string(t)):
-            continue
-        col = table.column(f.name)
-        valid = len(col) - col.null_count
-        if valid == 0:
-            chosen.append(f.name)
-            continue
-        sample = col.slice(0, min(len(col), 65_536))
-        distinct = pc.count_distinct(sample).as_py()
-        if distinct <= max(16, max_ratio * (len(sample) - sample.null_count)):
-            chosen.append(f.name)
+    for f in sample.schema:
+        for path, values in _leaf_columns(f.name, sample.column(f.name)):
+            sample_values = values.slice(0, 65_536)
+            valid = len(sample_values) - sample_values.null_count
+            if pat.is_boolean(values.type) or pat.is_null(values.type):
+                continue
+            if valid == 0 or pc.count_distinct(sample_values).as_py() <= max(16, max_ratio * valid):
+                chosen.append(path)
     return chosen
+
+
+def writer_options(first: pa.Table, tuning: MergeTuning) -> dict[str, Any]:
+    """Per-column encoding choices for one output, decided from its first row group.
+
+    - dictionary where the sample says values repeat (see ``dictionary_columns``);
+    - statistics on top-level scalar columns (ids, timestamps, map ids: what readers prune on),
+      not on list and struct leaves, where min/max prune nothing and cost ~5% of encode time;
+    - DELTA_BINARY_PACKED for timestamps that are not dictionary-encoded: upload-ordered times
+      shrink to a few bits per value, cheaper to encode than zstd on plain int64.
+    """
+    dictionary = dictionary_columns(first, tuning.dictionary_max_ratio)
+    scalars = [f.name for f in first.schema if not pat.is_nested(f.type)]
+    options: dict[str, Any] = {
+        "use_dictionary": dictionary,
+        "write_statistics": scalars if tuning.statistics == "scalars" else True,
+    }
+    if tuning.delta_timestamps:
+        deltas = {f.name: "DELTA_BINARY_PACKED" for f in first.schema if pat.is_timestamp(f.type)}
+        deltas = {name: enc for name, enc in deltas.items() if name not in dictionary}
+        if deltas:
+            options["column_encoding"] = deltas
+    return options
 
 
 class _OutputWriter:
@@ -269,15 +356,16 @@ class _OutputWriter:
         self._seen: set[str] = set()
         self._adapter = _SinkAdapter(sink)
         self._stream = pa.BufferedOutputStream(
-            pa.PythonFile(self._adapter, mode="w"), buffer_size=tuning.write_buffer_bytes
+            # a duck-typed file object: pyarrow only calls write/tell/flush/close
+            pa.PythonFile(self._adapter, mode="w"),  # type: ignore[arg-type]
+            buffer_size=tuning.write_buffer_bytes,
         )
         self._writer = pq.ParquetWriter(
             self._stream,
             schema,
             compression="zstd",
             compression_level=tuning.compression_level,
-            use_dictionary=_low_cardinality_columns(first, tuning.dictionary_max_ratio),
-            write_statistics=True,
+            **writer_options(first, tuning),
         )
 
     def tell(self) -> int:
@@ -318,13 +406,15 @@ def compact_bin(
     target_file_size: int = DEFAULT_TARGET_FILE_SIZE,
     name_prefix: str | None = None,
     tuning: MergeTuning = DEFAULT_TUNING,
+    on_input_read: Callable[[InputFile], None] | None = None,
 ) -> BinResult:
     """Merge one bin's inputs, in order, into outputs named ``f"{name_prefix}-{n:03d}.parquet"``.
 
     Outputs are numbered per schema group and roll over near ``target_file_size``; the same bin
     always gives the same names, so a retry overwrites its own outputs. On any error every output
     opened here and not yet closed is aborted, and the error propagates (``CorruptInputError``
-    names the bad input).
+    names the bad input). ``on_input_read`` is called once per input when all its rows have been
+    handed to the writer (zero-row inputs right after the footers): progress reporting.
     """
     if isinstance(bin_or_inputs, PlannedBin):
         inputs = list(bin_or_inputs.inputs)
@@ -343,7 +433,11 @@ def compact_bin(
             footers = list(pool.map(lambda i: _read_footer(source_fs, i), inputs))
             nonempty = [f for f in footers if f.metadata.num_rows > 0]
             empty = [f.input.id for f in footers if f.metadata.num_rows == 0]
-            reader = _Reader(source_fs, pool, tuning)
+            if on_input_read is not None:
+                for f in footers:
+                    if f.metadata.num_rows == 0:
+                        on_input_read(f.input)
+            reader = _Reader(source_fs, pool, tuning, on_input_read)
             for group in unify_schemas([f.schema for f in nonempty]):
                 members = [nonempty[i] for i in group.members]
                 fingerprint = schema_fingerprint(group.schema)
@@ -433,3 +527,65 @@ def _write_group(
     yield from flush()
     if current is not None:
         yield current
+
+
+@dataclass(frozen=True, slots=True)
+class BinJob:
+    bin: PlannedBin
+    open_output: OpenOutput
+    name_prefix: str | None = None
+
+
+def compact_bins(
+    jobs: Sequence[BinJob],
+    *,
+    source_fs: pafs.FileSystem,
+    target_file_size: int = DEFAULT_TARGET_FILE_SIZE,
+    max_parallel: int = 2,
+    tuning: MergeTuning = DEFAULT_TUNING,
+    on_input_read: Callable[[InputFile], None] | None = None,
+) -> list[BinResult]:
+    """Run independent bins side by side (what the state machine's Map does across Lambdas).
+
+    pyarrow encodes one file on one core, so on a 2-core host two bins at a time keep both cores
+    encoding. Results come back in job order; the first error cancels the bins not yet started and
+    is raised after the running ones have finished (each aborts its own open outputs).
+    """
+    if max_parallel <= 1 or len(jobs) <= 1:
+        return [
+            compact_bin(
+                j.bin,
+                source_fs=source_fs,
+                open_output=j.open_output,
+                target_file_size=target_file_size,
+                name_prefix=j.name_prefix,
+                tuning=tuning,
+                on_input_read=on_input_read,
+            )
+            for j in jobs
+        ]
+    # Biggest bins first: the longest job starts early and the tail stays short.
+    order = sorted(range(len(jobs)), key=lambda i: -jobs[i].bin.estimated_bytes)
+    results: dict[int, BinResult] = {}
+    with ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="fusou-bin") as pool:
+        futures = {
+            pool.submit(
+                compact_bin,
+                jobs[i].bin,
+                source_fs=source_fs,
+                open_output=jobs[i].open_output,
+                target_file_size=target_file_size,
+                name_prefix=jobs[i].name_prefix,
+                tuning=tuning,
+                on_input_read=on_input_read,
+            ): i
+            for i in order
+        }
+        try:
+            for fut, i in futures.items():
+                results[i] = fut.result()
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+    return [results[i] for i in range(len(jobs))]

@@ -33,6 +33,7 @@ def plan_table(
     *,
     target_file_size: int = DEFAULT_TARGET_FILE_SIZE,
     small_fraction: float = 0.5,
+    fragment_output_ratio: float = 1.0,
 ) -> list[PlannedBin]:
     """Pack one table's live files, in upload order, into contiguous bins near the target size.
 
@@ -43,6 +44,9 @@ def plan_table(
       bin. A file goes to the bin where its midpoint falls, so bins stay contiguous (order of
       upload is preserved from bin to bin) and a file is never split.
     - A bin holding a single compacted file would only rewrite it: it is dropped.
+    - Sizes are estimated in output bytes: a fragment counts ``fragment_output_ratio`` times its
+      size (clients write snappy, we write zstd: pass the table's last ``bytes_out / bytes_in``),
+      a compacted file its own size. An accurate ratio keeps every output above the small mark.
     - Deterministic: ties in ``seq`` break on ``id``.
     """
     if target_file_size <= 0:
@@ -52,19 +56,19 @@ def plan_table(
     candidates = [f for f in ordered if f.kind == "fragment" or f.size_bytes < small]
     if not candidates:
         return []
-    sizes = [max(f.size_bytes, 1) for f in candidates]
+    sizes = [max(1, round(f.size_bytes * (fragment_output_ratio if f.kind == "fragment" else 1.0))) for f in candidates]
     total = sum(sizes)
     n_bins = max(1, math.ceil(total / target_file_size))
     share = total / n_bins
-    buckets: list[list[InputFile]] = [[] for _ in range(n_bins)]
+    buckets: list[list[tuple[InputFile, int]]] = [[] for _ in range(n_bins)]
     start = 0
     for f, size in zip(candidates, sizes, strict=True):
         midpoint = start + size / 2
-        buckets[min(n_bins - 1, int(midpoint // share))].append(f)
+        buckets[min(n_bins - 1, int(midpoint // share))].append((f, size))
         start += size
     bins: list[PlannedBin] = []
     for bucket in buckets:
-        if not bucket or (len(bucket) == 1 and bucket[0].kind == "compacted"):
+        if not bucket or (len(bucket) == 1 and bucket[0][0].kind == "compacted"):
             continue
-        bins.append(PlannedBin(len(bins), bucket, sum(f.size_bytes for f in bucket)))
+        bins.append(PlannedBin(len(bins), [f for f, _ in bucket], sum(size for _, size in bucket)))
     return bins

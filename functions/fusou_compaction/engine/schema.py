@@ -41,7 +41,7 @@ _UNITS = ["s", "ms", "us", "ns"]
 _ITEM = "item"
 
 
-def normalize_type(t: pa.DataType) -> pa.DataType:
+def normalize_type(t: pa.DataType) -> pa.DataType:  # noqa: PLR0911  (one return per type family)
     """The plain logical form of a type: encodings folded, list item names made uniform."""
     if pat.is_dictionary(t):
         return normalize_type(t.value_type)
@@ -54,9 +54,9 @@ def normalize_type(t: pa.DataType) -> pa.DataType:
         return pa.list_(pa.field(_ITEM, normalize_type(vf.type), vf.nullable))
     if pat.is_fixed_size_list(t):
         vf = t.value_field
-        return pa.list_(pa.field(_ITEM, normalize_type(vf.type), vf.nullable), t.list_size)
+        return pa.list_(pa.field(_ITEM, normalize_type(vf.type), vf.nullable), t.list_size)  # type: ignore[no-any-return]
     if pat.is_map(t):
-        return pa.map_(
+        return pa.map_(  # type: ignore[no-any-return, call-overload]
             pa.field("key", normalize_type(t.key_type), False),
             pa.field("value", normalize_type(t.item_type), t.item_field.nullable),
         )
@@ -65,7 +65,7 @@ def normalize_type(t: pa.DataType) -> pa.DataType:
     return t
 
 
-def _normalize_field(f: pa.Field) -> pa.Field:
+def _normalize_field(f: pa.Field[Any]) -> pa.Field[Any]:
     return pa.field(f.name, normalize_type(f.type), f.nullable)
 
 
@@ -73,7 +73,7 @@ def normalize_schema(schema: pa.Schema) -> pa.Schema:
     return pa.schema([_normalize_field(f) for f in schema])
 
 
-def _canonical(t: pa.DataType) -> Any:
+def _canonical(t: pa.DataType) -> Any:  # noqa: PLR0911
     # An explicit tree rather than str(t): pyarrow's type spelling is not a stable contract.
     if pat.is_struct(t):
         return ["struct", [[f.name, f.nullable, _canonical(f.type)] for f in t]]
@@ -101,7 +101,7 @@ def schema_fingerprint(schema: pa.Schema) -> str:
 
 
 def _merge_int(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
-    ab, bb = _INT_BITS[a], _INT_BITS[b]
+    ab, bb = _INT_BITS[a], _INT_BITS[b]  # type: ignore[index]
     a_signed, b_signed = pat.is_signed_integer(a), pat.is_signed_integer(b)
     if a_signed == b_signed:
         return a if ab >= bb else b
@@ -110,7 +110,7 @@ def _merge_int(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
     return _SIGNED.get(bits)  # uint64 has no signed home: conflict
 
 
-def merge_types(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
+def merge_types(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:  # noqa: PLR0911
     """The narrowest type both normalized types cast to losslessly, or None on a conflict."""
     if a == b:
         return a
@@ -139,22 +139,22 @@ def merge_types(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
         item = _merge_fields(a.item_field, b.item_field)
         if key is None or item is None:
             return None
-        return pa.map_(pa.field("key", key, False), pa.field("value", item.type, item.nullable))
+        return pa.map_(pa.field("key", key, False), pa.field("value", item.type, item.nullable))  # type: ignore[no-any-return, call-overload]
     if pat.is_struct(a) and pat.is_struct(b):
         fields = _merge_field_lists(list(a), list(b))
         return None if fields is None else pa.struct(fields)
     return None
 
 
-def _merge_fields(a: pa.Field, b: pa.Field) -> pa.Field | None:
+def _merge_fields(a: pa.Field[Any], b: pa.Field[Any]) -> pa.Field[Any] | None:
     t = merge_types(a.type, b.type)
     return None if t is None else pa.field(a.name, t, a.nullable or b.nullable)
 
 
-def _merge_field_lists(a: list[pa.Field], b: list[pa.Field]) -> list[pa.Field] | None:
+def _merge_field_lists(a: list[pa.Field[Any]], b: list[pa.Field[Any]]) -> list[pa.Field[Any]] | None:
     # Union by name, in order of first appearance; a field absent on one side must be nullable.
     b_by_name = {f.name: f for f in b}
-    out: list[pa.Field] = []
+    out: list[pa.Field[Any]] = []
     for fa in a:
         fb = b_by_name.get(fa.name)
         if fb is None:
@@ -226,7 +226,7 @@ def conform_table(table: pa.Table, schema: pa.Schema) -> pa.Table:
     if len(set(schema.names)) != len(schema.names):
         return table.cast(schema)  # a group of its own (see unify_schemas): same layout, by position
     names = table.schema.names
-    columns: list[pa.ChunkedArray | pa.Array] = []
+    columns: list[pa.ChunkedArray[Any] | pa.Array[Any]] = []
     for f in schema:
         if f.name in names:
             col = table.column(f.name)

@@ -32,8 +32,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from fusou_compaction.adapters.s3 import ObjectStoreError
-from fusou_compaction.adapters.sqs import QueueError
 from fusou_compaction.catalog.errors import (
     CatalogNotFound,
     CatalogUnavailable,
@@ -41,15 +39,17 @@ from fusou_compaction.catalog.errors import (
     InvalidCatalogArgument,
 )
 from fusou_compaction.handlers.deps import Dependencies, dependencies
-from fusou_compaction.handlers.register import issue_presigned_upload, maybe_enqueue_realtime
 from fusou_compaction.keys import TABLE_NAME_RE
 from fusou_compaction.logic.auth import AuthConfig, Caller, Forbidden, Unauthorized, authenticate
-from fusou_compaction.logic.redrive import MAX_REDRIVE, redrive
+from fusou_compaction.logic.presigned import issue_presigned_upload, maybe_enqueue_realtime
+from fusou_compaction.logic.redrive import MAX_REDRIVE, redrive_all
 from fusou_compaction.logic.scheduled import claim_and_enqueue
 from fusou_compaction.logic.status import dataset_status_body, dlq_status_body
 from fusou_compaction.logic.uploads import NotParquet, ensure_may_write, store_fragment
-from fusou_compaction.observability import logger, metrics, tracer
+from fusou_compaction.observability import logger, metrics
 from fusou_compaction.pipeline.models import CompactionMessage
+from fusou_compaction.ports.messaging import QueueError
+from fusou_compaction.ports.object_store import ObjectStoreError
 from fusou_compaction.settings import Settings
 from fusou_compaction.wiring import load_secrets
 
@@ -583,7 +583,7 @@ def dataset_status(dataset_id: UUID) -> DatasetStatusResponse:
 
 @app.post(
     f"{PREFIX}/dlq-redrive",
-    summary="Move DLQ messages back to the queue (send, then delete)",
+    summary="Send failed messages back to the queue: those still in the DLQ, then recorded failures",
     security=ADMIN,
     tags=["operations"],
     responses=_responses(200, RedriveResponse, "how many messages moved", 400, 401, 403, 422),
@@ -591,8 +591,9 @@ def dataset_status(dataset_id: UUID) -> DatasetStatusResponse:
 def dlq_redrive(body: RedriveRequest) -> RedriveResponse:
     _caller(admin_only=True)
     deps = _deps()
-    report = redrive(deps.dlq, deps.queue, max_messages=body.max)
-    logger.info("DLQ redrive", extra={"moved": report.moved, "failed": report.failed, "errors": report.errors})
+    report = redrive_all(deps.dlq, deps.queue, deps.catalog, max_messages=body.max)
+    logger.info("DLQ redrive", extra={"moved": report.moved, "fromRecords": report.from_records,
+                                      "failed": report.failed, "errors": report.errors})
     return RedriveResponse(moved=report.moved, failed=report.failed)
 
 
@@ -607,7 +608,6 @@ def openapi_json() -> Response[str]:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -10,10 +10,6 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fusou_compaction.adapters.alerts import LogAlerts, SnsAlerts
-from fusou_compaction.adapters.s3 import S3ObjectStore
-from fusou_compaction.adapters.sqs import SqsQueue
-from fusou_compaction.adapters.stepfunctions import StepFunctionsOrchestrator
 from fusou_compaction.catalog.client import Catalog
 from fusou_compaction.ports.messaging import Alerts, Orchestrator, Queue
 from fusou_compaction.ports.object_store import ObjectStore
@@ -47,6 +43,12 @@ _current: Dependencies | None = None
 
 
 def build_dependencies(settings: Settings) -> Dependencies:
+    # Adapters (boto3 above all) are imported when first needed, not when a handler module loads.
+    from fusou_compaction.adapters.alerts import LogAlerts, SnsAlerts
+    from fusou_compaction.adapters.s3 import S3ObjectStore
+    from fusou_compaction.adapters.sqs import SqsQueue
+    from fusou_compaction.adapters.stepfunctions import StepFunctionsOrchestrator
+
     sqs = aws_client(settings, "sqs")
     alerts: Alerts = (
         SnsAlerts(aws_client(settings, "sns"), settings.alert_topic_arn) if settings.alert_topic_arn else LogAlerts()
@@ -55,8 +57,8 @@ def build_dependencies(settings: Settings) -> Dependencies:
         settings=settings,
         catalog=build_catalog(settings),
         store=S3ObjectStore(settings.bucket, region=settings.region, endpoint_url=settings.aws_endpoint_url),
-        queue=SqsQueue(sqs, settings.queue_url),
-        dlq=SqsQueue(sqs, settings.dlq_url),
+        queue=SqsQueue(sqs, settings.queue_url, cloudwatch=aws_client(settings, "cloudwatch")),
+        dlq=SqsQueue(sqs, settings.dlq_url, peek_for_age=True),
         orchestrator=StepFunctionsOrchestrator(aws_client(settings, "stepfunctions"), settings.state_machine_arn),
         alerts=alerts,
     )

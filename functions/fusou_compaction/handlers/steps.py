@@ -8,9 +8,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from fusou_compaction.handlers.deps import dependencies
+from fusou_compaction.logic.steps import state_input
 from fusou_compaction.observability import logger, metrics, tracer
 from fusou_compaction.pipeline.models import CompactItem, CompactResult, FailureInput, PlanResult
-from fusou_compaction.logic.steps import state_input
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -148,7 +148,9 @@ class PostgresServer:
 
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():
-            self._run(str(self._bin / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
+            res = self._run(str(self._bin / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "20", "stop")
+            if res.returncode != 0:  # a client that will not let go must not keep the server alive
+                self._run(str(self._bin / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop")
         if self._owned_dir and self.base_dir is not None:
             shutil.rmtree(self.base_dir, ignore_errors=True)
 

@@ -273,5 +273,5 @@ class LocalStepFunctions:
         with self._lock:
             return list(self.executions.values())
 
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def shutdown(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)

@@ -279,7 +279,7 @@ class LocalStack:
             grace_period_seconds=o.grace_period_seconds, scheduled_claim_limit=o.scheduled_claim_limit,
         )
         catalog = Catalog(PostgresRpc(database_url, max_size=16))
-        queue, dlq = SqsQueue(self._sqs, self._queue_url), SqsQueue(self._sqs, self._dlq_url)
+        queue, dlq = SqsQueue(self._sqs, self._queue_url), SqsQueue(self._sqs, self._dlq_url, peek_for_age=True)
         runner = LocalRunner(build_pipeline(), STEP_HANDLERS, dlq, time_scale=o.step_time_scale)
         self.sfn = LocalStepFunctions(runner)
         self.deps = Dependencies(
@@ -331,10 +331,11 @@ class LocalStack:
         for t in self._threads:
             t.stop()
         for t in self._threads:
-            t.join(timeout=10)
+            t.join(timeout=5)
         self._threads.clear()
         if self.sfn is not None:
-            self.sfn.shutdown()
+            # Ctrl-C should not wait for runs in flight: their leases expire, as after a crash.
+            self.sfn.shutdown(wait=False)
         if self._api is not None:
             self._api.stop()
         if self.deps is not None:

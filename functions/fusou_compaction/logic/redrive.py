@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
+from fusou_compaction.catalog.client import Catalog
 from fusou_compaction.pipeline.models import DlqEnvelope
 from fusou_compaction.ports.messaging import Queue
 
@@ -23,6 +24,7 @@ REDRIVE_VISIBILITY_SECONDS = 30
 class RedriveReport:
     moved: int = 0
     failed: int = 0
+    from_records: int = 0  # of ``moved``: re-sent from the failures table
     errors: list[str] = field(default_factory=list)
 
 
@@ -56,4 +58,29 @@ def redrive(dlq: Queue, queue: Queue, *, max_messages: int) -> RedriveReport:
                 continue
             dlq.delete(m.receipt_handle)
             report.moved += 1
+    return report
+
+
+def redrive_all(dlq: Queue, queue: Queue, catalog: Catalog, *, max_messages: int) -> RedriveReport:
+    """Messages still in the DLQ first, then recorded failures (the DLQ Lambda acknowledges what it
+    records, so after it ran the record is the only copy left)."""
+    report = redrive(dlq, queue, max_messages=max_messages)
+    budget = max_messages - report.moved - report.failed
+    if budget <= 0:
+        return report
+    sent: list[int] = []
+    for failure in catalog.list_redrivable_failures(budget):
+        try:
+            queue.send(original_body(failure.body))
+        except Exception as exc:
+            report.failed += 1
+            report.errors.append(f"failure {failure.id}: {exc}")
+            continue
+        sent.append(failure.id)
+    # Marked after sending: a crash in between re-sends later (a duplicate run is skipped by the
+    # lease) rather than losing the message.
+    if sent:
+        catalog.mark_failures_redriven(sent)
+    report.moved += len(sent)
+    report.from_records += len(sent)
     return report

@@ -6,6 +6,7 @@ plan, Compact overwrites only its run's own keys, Update's commit is idempotent 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import defaultdict
@@ -252,10 +253,9 @@ class CompactionSteps:
         step, err = next(iter(fi.failure.items()))
         ex = fi.execution
         text = _error_text(err.error, err.cause)
-        try:
+        # The run may never have been created (unknown dataset): the DLQ record carries it then.
+        with contextlib.suppress(CatalogNotFound):
             self.catalog.record_run_status(ex.run_id, "failed", {"error_step": step, "error": text})
-        except CatalogNotFound:
-            pass  # the run was never created (e.g. unknown dataset): the DLQ record carries it
         return DlqEnvelope(
             message=ex.message.to_json_dict(), body=ex.body, message_id=ex.message_id,
             dataset_id=ex.message.dataset_id, run_id=ex.run_id, error_step=step, error=text,

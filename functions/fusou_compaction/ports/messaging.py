@@ -6,6 +6,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 
+class QueueError(Exception):
+    """Sending to or reading from a queue failed."""
+
+
 @dataclass(frozen=True)
 class BatchEntry:
     id: str

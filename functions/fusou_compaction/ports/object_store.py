@@ -11,6 +11,23 @@ if TYPE_CHECKING:
     import pyarrow.fs as pafs
 
 
+class ObjectStoreError(Exception):
+    """Any failure of the object store that is not a plain 'not found' or 'already exists'."""
+
+
+class ObjectNotFound(ObjectStoreError, KeyError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+    def __str__(self) -> str:  # KeyError would print the repr
+        return f"object not found: {self.key}"
+
+
+class PreconditionFailed(ObjectStoreError):
+    """A conditional request (If-None-Match / If-Match) did not hold."""
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
