@@ -15,6 +15,8 @@ from aws_lambda_powertools import Logger, Metrics
 if TYPE_CHECKING:
     from aws_lambda_powertools import Tracer
 
+    tracer: Tracer  # provided by __getattr__ below
+
 SERVICE = "fusou-compaction"
 NAMESPACE = "FUSOU/Compaction"
 

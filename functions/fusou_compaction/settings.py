@@ -58,8 +58,10 @@ class Settings(BaseSettings):
     orphan_min_age_seconds: int = Field(6 * 3600, ge=0)
     map_max_concurrency: int = Field(8, ge=1, le=40)
 
-    # Upload limits (API Gateway and Lambda cap a direct body near 6 MB).
-    max_direct_upload_bytes: int = Field(6_000_000, ge=1)
+    # Upload limits. Lambda takes at most 6 MB of event, and API Gateway base64-encodes binary
+    # bodies (x 4/3), so ~4.4 MB of Parquet is the most a direct upload can carry; larger files
+    # take `upload-url` (presigned PUT, up to 200 MiB).
+    max_direct_upload_bytes: int = Field(4_400_000, ge=1)
     max_presigned_upload_bytes: int = Field(200 * MiB, ge=1)
     realtime_fragment_threshold: int = Field(0, ge=0)  # 0 = never enqueue on upload
 

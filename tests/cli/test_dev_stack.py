@@ -24,36 +24,37 @@ BIN = Path(sys.executable).parent
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "fusou-compaction"), *args], capture_output=True, text=True, check=check,
-                          timeout=120)
+    return subprocess.run(
+        [str(BIN / "fusou-compaction"), *args], capture_output=True, text=True, check=check, timeout=120
+    )
 
 
 def port_open(url: str) -> bool:
-    host, port = url.split("//")[-1].split("@")[-1].split("/")[0].rsplit(":", 1)
+    host, port = url.rsplit("//", maxsplit=1)[-1].rsplit("@", maxsplit=1)[-1].split("/", maxsplit=1)[0].rsplit(":", 1)
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex((host, int(port))) == 0
 
 
 @pytest.fixture(scope="module")
-def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen[str], dict[str, Any], Path]]:
+def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, Any], Path]]:
     data_dir = tmp_path_factory.mktemp("dev")
-    proc = subprocess.Popen([str(BIN / "fusou-compaction"), "dev", "--data-dir", str(data_dir)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # Files, not pipes: a pipe nobody drains fills up and blocks the stack's logging.
+    out, errs = data_dir / "stdout", data_dir / "stderr"
+    with out.open("wb") as o, errs.open("wb") as e:
+        proc = subprocess.Popen([str(BIN / "fusou-compaction"), "dev", "--data-dir", str(data_dir)],
+                                stdout=o, stderr=e, start_new_session=True)
     ready = ""
     deadline = time.monotonic() + 60
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if line.startswith("ready "):
-            ready = line.split(" ", 1)[1].strip()
+    while time.monotonic() < deadline and proc.poll() is None:
+        ready = next((x.split(" ", 1)[1] for x in out.read_text().splitlines() if x.startswith("ready ")), "")
+        if ready:
             break
-        if proc.poll() is not None:
-            break
+        time.sleep(0.1)
     if not ready:
         proc.kill()
-        pytest.fail(f"dev never printed its ready line: {proc.stderr.read() if proc.stderr else ''}")
-    path = Path(ready)
+        pytest.fail(f"dev never printed its ready line: {errs.read_text()[-2000:]}")
+    path = Path(ready.strip())
     yield proc, json.loads(path.read_text()), path
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -61,28 +62,67 @@ def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subpro
 
 def test_endpoints_json_has_every_documented_key(dev_stack: tuple[Any, dict[str, Any], Path]) -> None:
     _, endpoints, path = dev_stack
-    assert set(endpoints) == {"api_url", "aws_endpoint_url", "region", "bucket", "queue_url", "dlq_url",
-                              "database_url", "admin_token", "jwt_secret"}
+    assert set(endpoints) == {
+        "api_url",
+        "aws_endpoint_url",
+        "region",
+        "bucket",
+        "queue_url",
+        "dlq_url",
+        "database_url",
+        "admin_token",
+        "jwt_secret",
+    }
     assert endpoints["queue_url"].endswith("/dev-kc-compaction-queue")
     assert endpoints["dlq_url"].endswith("/dev-kc-compaction-dlq")
     assert path.name == "endpoints.json" and oct(path.stat().st_mode & 0o777) == "0o600"
 
 
-def test_upload_then_the_seeds_aws_sqs_send_message_compacts(dev_stack: tuple[Any, dict[str, Any], Path],
-                                                             tmp_path: Path) -> None:
+def test_upload_then_the_seeds_aws_sqs_send_message_compacts(
+    dev_stack: tuple[Any, dict[str, Any], Path], tmp_path: Path
+) -> None:
     _, ep, path = dev_stack
     dataset, user = uuid4(), uuid4()
     files = synth.generate_fragments(tmp_path, tables=["battle"], fragments=4, rows_per_fragment=300, seed=3)
     # Given fragments registered with `upload` (the backfill path)
-    up = cli("upload", *map(str, files), "--dataset", str(dataset), "--table", "battle", "--user", str(user),
-             "--endpoints", str(path))
+    up = cli(
+        "upload",
+        *map(str, files),
+        "--dataset",
+        str(dataset),
+        "--table",
+        "battle",
+        "--user",
+        str(user),
+        "--endpoints",
+        str(path),
+    )
     lines = [json.loads(x) for x in up.stdout.splitlines()]
     assert [x["duplicate"] for x in lines] == [False] * 4
     # When the seed's body is sent with the aws CLI against the local endpoint
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": ep["region"]}
-    subprocess.run([str(BIN / "aws"), "sqs", "send-message", "--endpoint-url", ep["aws_endpoint_url"],
-                    "--queue-url", ep["queue_url"], "--message-body", seed_body(dataset)],
-                   check=True, env=env, capture_output=True, timeout=60)
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": ep["region"],
+    }
+    subprocess.run(
+        [
+            str(BIN / "aws"),
+            "sqs",
+            "send-message",
+            "--endpoint-url",
+            ep["aws_endpoint_url"],
+            "--queue-url",
+            ep["queue_url"],
+            "--message-body",
+            seed_body(dataset),
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
 
     # Then `status --json` shows one compacted file with all the rows
     def compacted() -> dict[str, Any] | None:
@@ -104,7 +144,7 @@ def test_dlq_status_and_token_answer(dev_stack: tuple[Any, dict[str, Any], Path]
     assert token.count(".") == 2
 
 
-def test_ctrl_c_stops_everything(dev_stack: tuple[subprocess.Popen[str], dict[str, Any], Path]) -> None:
+def test_ctrl_c_stops_everything(dev_stack: tuple[subprocess.Popen[bytes], dict[str, Any], Path]) -> None:
     proc, ep, _ = dev_stack
     assert port_open(ep["database_url"]) and port_open(ep["aws_endpoint_url"]) and port_open(ep["api_url"])
     proc.send_signal(signal.SIGINT)
@@ -112,8 +152,9 @@ def test_ctrl_c_stops_everything(dev_stack: tuple[subprocess.Popen[str], dict[st
     assert not port_open(ep["database_url"])
     assert not port_open(ep["aws_endpoint_url"])
     assert not port_open(ep["api_url"])
-    leftovers = subprocess.run(["pgrep", "-f", ep["database_url"].rsplit(":", 1)[1].split("/")[0]],
-                               capture_output=True, text=True, check=False).stdout.strip()
+    leftovers = subprocess.run(
+        ["pgrep", "-f", ep["database_url"].rsplit(":", 1)[1].split("/")[0]], capture_output=True, text=True, check=False
+    ).stdout.strip()
     assert leftovers == ""
 
 

@@ -46,21 +46,32 @@ class Uploaded:
 
 
 def upload_fragments(
-    catalog: Catalog, store: ObjectStore, *, tables: tuple[str, ...] = ("battle", "ship_state"),
-    fragments: int = 4, rows: int = 100, seed: int = 0, dataset: UUID | None = None, owner: UUID | None = None,
+    catalog: Catalog,
+    store: ObjectStore,
+    *,
+    tables: tuple[str, ...] = ("battle", "ship_state"),
+    fragments: int = 4,
+    rows: int = 100,
+    seed: int = 0,
+    dataset: UUID | None = None,
+    owner: UUID | None = None,
     drift: bool = False,
 ) -> Uploaded:
     owner, dataset = owner or uuid4(), dataset or uuid4()
     by_table: dict[str, list[pa.Table]] = {}
-    for frag in synth.iter_fragments(tables=list(tables), fragments=fragments, rows_per_fragment=rows, seed=seed, drift=drift):
+    for frag in synth.iter_fragments(
+        tables=list(tables), fragments=fragments, rows_per_fragment=rows, seed=seed, drift=drift
+    ):
         store_fragment(catalog, store, owner_id=owner, dataset_id=dataset, table=frag.table, data=frag.data)
         by_table.setdefault(frag.table, []).append(pq.read_table(pa.BufferReader(frag.data)))
-    return Uploaded(owner, dataset, {t: pa.concat_tables(ts, promote_options="permissive") for t, ts in by_table.items()})
+    return Uploaded(
+        owner, dataset, {t: pa.concat_tables(ts, promote_options="permissive") for t, ts in by_table.items()}
+    )
 
 
 def live_rows(catalog: Catalog, store: ObjectStore, dataset: UUID, table: str) -> pa.Table | None:
     """Every live row of a table, read back from the objects (not from any bookkeeping)."""
-    files = [f for f in catalog.list_live_files(dataset, table)]
+    files = catalog.list_live_files(dataset, table)
     if not files:
         return None
     fs = store.filesystem()
@@ -77,7 +88,10 @@ def execution_input(dataset: UUID, message_id: str | None = None, priority: str 
     message_id = message_id or str(uuid4())
     msg = CompactionMessage.model_validate_json(seed_body(dataset, priority))
     return ExecutionInput(
-        message=msg, message_id=message_id, body=seed_body(dataset, priority), run_id=run_id_for(message_id),
+        message=msg,
+        message_id=message_id,
+        body=seed_body(dataset, priority),
+        run_id=run_id_for(message_id),
         execution_name=execution_name_for(dataset, message_id),
     )
 

@@ -57,8 +57,17 @@ class Faults:
 
 
 class FaultyCatalog:
-    WRITES = {"begin_run", "acquire_lease", "release_lease", "record_run_status", "commit_compaction",
-              "sweep_expired_leases", "mark_objects_deleted", "release_claims", "record_failure"}
+    WRITES = {
+        "begin_run",
+        "acquire_lease",
+        "release_lease",
+        "record_run_status",
+        "commit_compaction",
+        "sweep_expired_leases",
+        "mark_objects_deleted",
+        "release_claims",
+        "record_failure",
+    }
 
     def __init__(self, inner: Catalog, faults: Faults) -> None:
         self._inner, self._faults = inner, faults
@@ -111,15 +120,20 @@ def run_pipeline(steps: CompactionSteps, ex: ExecutionInput, call: Callable[[Cal
         return
     plan = call(lambda: steps.get_metadata(ex))
     results = [
-        call(lambda b=b: steps.compact(CompactItem(run_id=ex.run_id, dataset_id=ex.message.dataset_id,
-                                                   plan_key=plan.plan_key, bin=b)))
+        call(
+            lambda b=b: steps.compact(
+                CompactItem(run_id=ex.run_id, dataset_id=ex.message.dataset_id, plan_key=plan.plan_key, bin=b)
+            )
+        )
         for b in plan.bins
     ]
     call(lambda: steps.update(ex, plan, results))
 
 
 @pytest.fixture(scope="module")
-def shared(pg_server: Any, catalog_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+def shared(
+    pg_server: Any, catalog_template: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path]]:
     # One database and one folder for all examples; every example uses fresh dataset ids.
     name = f"crash_{uuid4().hex[:8]}"
     with psycopg.connect(pg_server.url, autocommit=True) as conn:
@@ -138,8 +152,12 @@ def world(shared: tuple[str, Path]) -> Iterator[tuple[Catalog, LocalObjectStore,
 
 
 @pytest.mark.timeout(1200)
-@settings(max_examples=int(__import__("os").environ.get("CRASH_EXAMPLES", "1000")), deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=int(__import__("os").environ.get("CRASH_EXAMPLES", "1000")),
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(
     crash_at=st.integers(min_value=1, max_value=24),
     after=st.booleans(),
@@ -150,8 +168,14 @@ def world(shared: tuple[str, Path]) -> Iterator[tuple[Catalog, LocalObjectStore,
     seed=st.integers(min_value=0, max_value=10_000),
 )
 def test_no_row_is_lost_or_doubled_by_a_crash_between_writes(
-    world: tuple[Catalog, LocalObjectStore, str], crash_at: int, after: bool, recovery: str,
-    tables: tuple[str, ...], fragments: int, by_reference: bool, seed: int,
+    world: tuple[Catalog, LocalObjectStore, str],
+    crash_at: int,
+    after: bool,
+    recovery: str,
+    tables: tuple[str, ...],
+    fragments: int,
+    by_reference: bool,
+    seed: int,
 ) -> None:
     catalog, store, url = world
     # Given uploaded fragments (uploads are not under test here)
@@ -163,8 +187,11 @@ def test_no_row_is_lost_or_doubled_by_a_crash_between_writes(
 
     def expire_lease() -> None:
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("UPDATE datasets SET lease_expires_at = now() - interval '1 second' "
-                         "WHERE id = %s AND lease_owner IS NOT NULL", (up.dataset,))
+            conn.execute(
+                "UPDATE datasets SET lease_expires_at = now() - interval '1 second' "
+                "WHERE id = %s AND lease_owner IS NOT NULL",
+                (up.dataset,),
+            )
 
     def sweep(steps_catalog: Any, steps_store: Any) -> None:
         housekeeping(steps_catalog, steps_store, orphan_min_age=timedelta(0))

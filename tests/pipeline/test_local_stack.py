@@ -112,8 +112,9 @@ def test_a_poison_message_reaches_the_dlq_after_exactly_three_receives_and_is_re
     try:
         body = f'{{"datasetId": "not-a-uuid-{uuid4()}"}}'
         sqs(stack).send_message(QueueUrl=deps.queue.url, MessageBody=body)
-        failure = wait_for(lambda: next((f for f in deps.catalog.list_recent_failures(50) if f.body == body), None),
-                           timeout=60)
+        failure = wait_for(
+            lambda: next((f for f in deps.catalog.list_recent_failures(50) if f.body == body), None), timeout=60
+        )
     finally:
         poller.handler = original
     assert seen.count(body) == 3
@@ -125,8 +126,9 @@ def test_a_message_for_an_unknown_dataset_ends_in_the_dlq_with_its_dataset(stack
     assert deps is not None
     ghost = uuid4()
     sqs(stack).send_message(QueueUrl=deps.queue.url, MessageBody=seed_body(ghost))
-    failure = wait_for(lambda: next((f for f in deps.catalog.list_recent_failures(50) if f.dataset_id == ghost), None),
-                       timeout=60)
+    failure = wait_for(
+        lambda: next((f for f in deps.catalog.list_recent_failures(50) if f.dataset_id == ghost), None), timeout=60
+    )
     assert failure.error_step == "Consumer" and failure.body == seed_body(ghost)
 
 
@@ -144,8 +146,9 @@ def test_a_missing_object_fails_the_run_at_compact_and_reaches_the_dlq(stack: Lo
     (run,) = runs_of(stack, up.dataset)
     assert (run.status, run.error_step) == ("failed", "Compact")
     assert str(before[0].id) in (run.error or "")
-    failure = wait_for(lambda: next((f for f in deps.catalog.list_recent_failures(50) if f.run_id == run.id), None),
-                       timeout=30)
+    failure = wait_for(
+        lambda: next((f for f in deps.catalog.list_recent_failures(50) if f.run_id == run.id), None), timeout=30
+    )
     assert failure.error_step == "Compact" and failure.body == seed_body(up.dataset)
     assert [f.id for f in deps.catalog.list_live_files(up.dataset)] == [f.id for f in before]
     assert deps.catalog.get_dataset(up.dataset).lease_owner is None
@@ -175,8 +178,17 @@ def test_a_fragment_uploaded_during_a_run_stays_live_and_pending(stack: LocalSta
 
     def compact_with_upload(event: dict[str, Any], context: Any) -> Any:
         if not late:
-            late.append(upload_fragments(deps.catalog, deps.store, fragments=1, tables=("battle",), seed=99,
-                                         dataset=up.dataset, owner=up.owner))
+            late.append(
+                upload_fragments(
+                    deps.catalog,
+                    deps.store,
+                    fragments=1,
+                    tables=("battle",),
+                    seed=99,
+                    dataset=up.dataset,
+                    owner=up.owner,
+                )
+            )
         return original(event, context)
 
     runner.handlers["compact"] = compact_with_upload
@@ -216,7 +228,9 @@ def test_a_transient_catalog_error_is_retried_by_the_state_machine(stack: LocalS
         runner.handlers["update"] = original
     ex = next(e for e in stack.sfn.executions.values() if e.name.startswith(str(up.dataset)))  # type: ignore[union-attr]
     assert [(h.state, h.error) for h in ex.history if h.state == "Update"] == [
-        ("Update", "CatalogUnavailable"), ("Update", None)]
+        ("Update", "CatalogUnavailable"),
+        ("Update", None),
+    ]
     assert runs_of(stack, up.dataset)[0].status == "succeeded"
 
 
@@ -260,8 +274,8 @@ def test_the_dlq_handler_records_every_message_and_never_fails(stack: LocalStack
 
 
 def test_every_step_event_parses_into_its_model() -> None:
-    from fusou_compaction.pipeline.models import CompactItem, CompactResult, FailureInput, PlanResult
     from fusou_compaction.logic.steps import state_input
+    from fusou_compaction.pipeline.models import CompactItem, CompactResult, FailureInput, PlanResult
 
     assert state_input(load_event("step_validate.json")).message.priority == "manual"
     assert state_input(load_event("step_get_metadata.json")).run_id

@@ -20,13 +20,16 @@ from .conftest import execution_input, live_rows, row_multiset, upload_fragments
 def _run_all(steps: CompactionSteps, ex):  # type: ignore[no-untyped-def]
     assert steps.validate(ex).action == "compact"
     plan = steps.get_metadata(ex)
-    results = [steps.compact(CompactItem(run_id=ex.run_id, dataset_id=ex.message.dataset_id,
-                                         plan_key=plan.plan_key, bin=b)) for b in plan.bins]
+    results = [
+        steps.compact(CompactItem(run_id=ex.run_id, dataset_id=ex.message.dataset_id, plan_key=plan.plan_key, bin=b))
+        for b in plan.bins
+    ]
     return plan, results, steps.update(ex, plan, results)
 
 
-def test_a_run_compacts_every_table_and_keeps_every_row(steps: CompactionSteps, catalog: Catalog,
-                                                         store: S3ObjectStore) -> None:
+def test_a_run_compacts_every_table_and_keeps_every_row(
+    steps: CompactionSteps, catalog: Catalog, store: S3ObjectStore
+) -> None:
     # Given fragments of two tables
     up = upload_fragments(catalog, store, fragments=5)
     ex = execution_input(up.dataset)
@@ -47,8 +50,9 @@ def test_validate_refuses_an_unknown_dataset(steps: CompactionSteps) -> None:
         steps.validate(execution_input(uuid4()))
 
 
-def test_validate_skips_when_another_run_holds_the_lease(steps: CompactionSteps, catalog: Catalog,
-                                                         store: S3ObjectStore) -> None:
+def test_validate_skips_when_another_run_holds_the_lease(
+    steps: CompactionSteps, catalog: Catalog, store: S3ObjectStore
+) -> None:
     up = upload_fragments(catalog, store, fragments=1)
     first, second = execution_input(up.dataset), execution_input(up.dataset)
     assert steps.validate(first).action == "compact"
@@ -58,16 +62,18 @@ def test_validate_skips_when_another_run_holds_the_lease(steps: CompactionSteps,
     assert run.status == "skipped"
 
 
-def test_validate_skips_a_dataset_without_pending_fragments(steps: CompactionSteps, catalog: Catalog,
-                                                            store: S3ObjectStore) -> None:
+def test_validate_skips_a_dataset_without_pending_fragments(
+    steps: CompactionSteps, catalog: Catalog, store: S3ObjectStore
+) -> None:
     up = upload_fragments(catalog, store, fragments=1)
     _run_all(steps, execution_input(up.dataset))
     again = steps.validate(execution_input(up.dataset))
     assert again.action == "skip" and again.reason == "nothing to compact"
 
 
-def test_a_redelivered_message_after_success_is_skipped(steps: CompactionSteps, catalog: Catalog,
-                                                        store: S3ObjectStore) -> None:
+def test_a_redelivered_message_after_success_is_skipped(
+    steps: CompactionSteps, catalog: Catalog, store: S3ObjectStore
+) -> None:
     up = upload_fragments(catalog, store, fragments=1)
     ex = execution_input(up.dataset, message_id="same-message")
     _run_all(steps, ex)
@@ -88,13 +94,16 @@ def test_a_large_plan_travels_through_s3(catalog: Catalog, store: S3ObjectStore)
     assert all(b.inputs is None for b in plan.bins)
     assert all(store.exists(keys.plan_bin_key(ex.run_id, b.table, b.index)) for b in plan.bins)
     # And Compact resolves them
-    results = [steps.compact(CompactItem(run_id=ex.run_id, dataset_id=up.dataset, plan_key=plan.plan_key, bin=b))
-               for b in plan.bins]
+    results = [
+        steps.compact(CompactItem(run_id=ex.run_id, dataset_id=up.dataset, plan_key=plan.plan_key, bin=b))
+        for b in plan.bins
+    ]
     assert steps.update(ex, plan, results).rows_out == sum(t.num_rows for t in up.rows.values())
 
 
-def test_a_retried_compact_overwrites_only_its_own_keys(steps: CompactionSteps, catalog: Catalog,
-                                                        store: S3ObjectStore) -> None:
+def test_a_retried_compact_overwrites_only_its_own_keys(
+    steps: CompactionSteps, catalog: Catalog, store: S3ObjectStore
+) -> None:
     up = upload_fragments(catalog, store, fragments=2, tables=("battle",))
     ex = execution_input(up.dataset)
     steps.validate(ex)
@@ -115,8 +124,9 @@ def test_update_twice_commits_once(steps: CompactionSteps, catalog: Catalog, sto
     assert first.committed and not first.already_committed and again.already_committed
 
 
-def test_compact_stops_when_the_lease_was_taken_over(steps: CompactionSteps, catalog: Catalog, store: S3ObjectStore,
-                                                     database_url: str) -> None:
+def test_compact_stops_when_the_lease_was_taken_over(
+    steps: CompactionSteps, catalog: Catalog, store: S3ObjectStore, database_url: str
+) -> None:
     up = upload_fragments(catalog, store, fragments=1)
     ex = execution_input(up.dataset)
     steps.validate(ex)
@@ -128,8 +138,9 @@ def test_compact_stops_when_the_lease_was_taken_over(steps: CompactionSteps, cat
         steps.compact(CompactItem(run_id=ex.run_id, dataset_id=up.dataset, plan_key=plan.plan_key, bin=plan.bins[0]))
 
 
-def test_a_missing_object_fails_compact_naming_the_input(steps: CompactionSteps, catalog: Catalog,
-                                                         store: S3ObjectStore) -> None:
+def test_a_missing_object_fails_compact_naming_the_input(
+    steps: CompactionSteps, catalog: Catalog, store: S3ObjectStore
+) -> None:
     up = upload_fragments(catalog, store, fragments=2, tables=("battle",))
     victim = catalog.list_live_files(up.dataset)[1]
     store.delete_many([victim.object_key])
@@ -142,14 +153,16 @@ def test_a_missing_object_fails_compact_naming_the_input(steps: CompactionSteps,
     assert not list(store.list_objects(keys.compacted_prefix(up.dataset, "battle", ex.run_id)))
 
 
-def test_record_failure_fails_the_run_at_its_step_and_frees_the_lease(steps: CompactionSteps, catalog: Catalog,
-                                                                      store: S3ObjectStore) -> None:
+def test_record_failure_fails_the_run_at_its_step_and_frees_the_lease(
+    steps: CompactionSteps, catalog: Catalog, store: S3ObjectStore
+) -> None:
     up = upload_fragments(catalog, store, fragments=1)
     ex = execution_input(up.dataset)
     steps.validate(ex)
     cause = '{"errorMessage": "object gone", "errorType": "CorruptInputError"}'
-    envelope = steps.record_failure(FailureInput(
-        execution=ex, failure={"Compact": StepError(error="CorruptInputError", cause=cause)}))
+    envelope = steps.record_failure(
+        FailureInput(execution=ex, failure={"Compact": StepError(error="CorruptInputError", cause=cause)})
+    )
     status = catalog.dataset_status(up.dataset)
     assert (status.runs[0].status, status.runs[0].error_step) == ("failed", "Compact")
     assert status.runs[0].error == "CorruptInputError: object gone"

@@ -19,9 +19,7 @@ from fusou_compaction.local.stack import Endpoints
 err = Console(stderr=True)
 out = Console()
 
-EndpointsOption = Annotated[
-    Path, typer.Option("--endpoints", help="endpoints.json written by `fusou-compaction dev`")
-]
+EndpointsOption = Annotated[Path, typer.Option("--endpoints", help="endpoints.json written by `fusou-compaction dev`")]
 DEFAULT_ENDPOINTS = Path(".fusou/endpoints.json")
 
 
@@ -51,12 +49,18 @@ def load_endpoints(path: Path) -> Endpoints:
 def connect(path: Path) -> StackClients:
     ep = load_endpoints(path)
     sqs = boto3.client(
-        "sqs", endpoint_url=ep.aws_endpoint_url, region_name=ep.region,
-        aws_access_key_id="test", aws_secret_access_key="test",  # noqa: S106 (moto's fixed local credentials)
+        "sqs",
+        endpoint_url=ep.aws_endpoint_url,
+        region_name=ep.region,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",  # noqa: S106 (moto's fixed local credentials)
     )
     s3 = boto3.client(
-        "s3", endpoint_url=ep.aws_endpoint_url, region_name=ep.region,
-        aws_access_key_id="test", aws_secret_access_key="test",  # noqa: S106
+        "s3",
+        endpoint_url=ep.aws_endpoint_url,
+        region_name=ep.region,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",  # noqa: S106
     )
     return StackClients(
         endpoints=ep,

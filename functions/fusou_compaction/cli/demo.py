@@ -59,21 +59,45 @@ class DemoDataset:
 
 def _send_with_aws_cli(ep: Any, body: str) -> str:
     """What an operator types: `aws sqs send-message` with the seed's body, against the local endpoint."""
-    aws = str(Path(sys.executable).with_name("aws")) if Path(sys.executable).with_name("aws").exists() else (shutil.which("aws") or "aws")
+    aws = (
+        str(Path(sys.executable).with_name("aws"))
+        if Path(sys.executable).with_name("aws").exists()
+        else (shutil.which("aws") or "aws")
+    )
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": ep.region}
     if Path(aws).exists():
         res = subprocess.run(
-            [aws, "sqs", "send-message", "--endpoint-url", ep.aws_endpoint_url, "--queue-url", ep.queue_url,
-             "--message-body", body, "--output", "json"],
-            capture_output=True, text=True, env=env, check=False, timeout=60,
+            [
+                aws,
+                "sqs",
+                "send-message",
+                "--endpoint-url",
+                ep.aws_endpoint_url,
+                "--queue-url",
+                ep.queue_url,
+                "--message-body",
+                body,
+                "--output",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+            timeout=60,
         )
         if res.returncode == 0:
             return f"aws sqs send-message → {json.loads(res.stdout)['MessageId']}"
         err.print(f"[yellow]aws CLI failed ({res.stderr.strip()[:200]}); sending with boto3 instead[/yellow]")
     import boto3
 
-    sqs = boto3.client("sqs", endpoint_url=ep.aws_endpoint_url, region_name=ep.region,
-                       aws_access_key_id="test", aws_secret_access_key="test")  # noqa: S106
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=ep.aws_endpoint_url,
+        region_name=ep.region,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",  # noqa: S106 (moto's fixed local credentials)
+    )
     return f"boto3 send_message → {sqs.send_message(QueueUrl=ep.queue_url, MessageBody=body)['MessageId']}"
 
 
@@ -87,9 +111,7 @@ def demo(
 ) -> None:
     """Run the whole system locally and show it compacting."""
     import httpx
-    import pyarrow.parquet as pq
 
-    from fusou_compaction import synth
     from fusou_compaction.local.stack import LocalStack, StackOptions
     from fusou_compaction.logic.auth import mint_dev_token
     from fusou_compaction.observability import logger
@@ -99,7 +121,6 @@ def demo(
     os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
     if datasets < 1:
         raise typer.BadParameter("at least one dataset", param_hint="--datasets")
-    tables = list(synth.TABLE_NAMES)
     items = [DemoDataset(uuid4(), uuid4(), TRIGGERS[i % len(TRIGGERS)]) for i in range(datasets)]
 
     with tempfile.TemporaryDirectory(prefix="fusou-demo-") as tmp:
@@ -110,71 +131,12 @@ def demo(
             ep, deps = stack.endpoints, stack.deps
             assert ep is not None and deps is not None
             err.print(f"stack ready in {time.monotonic() - started:.1f}s: API {ep.api_url}, AWS {ep.aws_endpoint_url}")
-            http = httpx.Client(base_url=ep.api_url, timeout=60)
             for d in items:
                 d.token = mint_dev_token(d.owner, ep.jwt_secret, issuer=LOCAL_JWT_ISSUER, audience="authenticated")
-
-            # 1. Upload through the HTTPS API, as the desktop clients do.
-            total = datasets * len(tables) * fragments
-            with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), console=err) as progress:
-                task = progress.add_task("uploading fragments through the API", total=total)
-                for i, d in enumerate(items):
-                    for frag in synth.iter_fragments(tables=tables, fragments=fragments, rows_per_fragment=rows,
-                                                     seed=seed * 1000 + i, drift=True):
-                        resp = http.post(
-                            "/api/compaction/upload", params={"datasetId": str(d.id), "table": frag.table},
-                            content=frag.data, headers={"Authorization": f"Bearer {d.token}",
-                                                        "Content-Type": "application/vnd.apache.parquet"},
-                        )
-                        if resp.status_code != 201:
-                            err.print(f"[red]upload failed: {resp.status_code} {resp.text}[/red]")
-                            raise typer.Exit(1)
-                        d.rows_uploaded[frag.table] = d.rows_uploaded.get(frag.table, 0) + frag.rows
-                        progress.advance(task)
-            for d in items:
-                ds = deps.catalog.get_dataset(d.id)
-                d.files_before, d.bytes_before = ds.live_fragments + ds.live_compacted, ds.live_bytes
-
-            # 2. Trigger each dataset its own way; the scheduled claim goes last so it finds only its own.
-            for d in sorted(items, key=lambda x: TRIGGERS.index(x.trigger)):
-                d.triggered_at = time.monotonic()
-                if d.trigger == "manual":
-                    resp = http.post("/api/compaction/sanitize-state", json={"datasetId": str(d.id)},
-                                     headers={"Authorization": f"Bearer {d.token}"})
-                    note = f"POST sanitize-state → {resp.status_code}"
-                    if resp.status_code != 202:
-                        err.print(f"[red]{note} {resp.text}[/red]")
-                        raise typer.Exit(1)
-                elif d.trigger == "aws-sqs":
-                    body = json.dumps({"datasetId": str(d.id), "triggeredAt": "2025-12-17T00:00:00Z",
-                                       "priority": "manual"})
-                    note = _send_with_aws_cli(ep, body)
-                else:
-                    continue
-                err.print(f"  {d.id} ({d.trigger}): {note}")
-            scheduled = [d for d in items if d.trigger == "scheduled"]
-            if scheduled:
-                # Let the other triggers' runs take their leases first, as a real night would.
-                _wait(deps, [d for d in items if d.trigger != "scheduled"], timeout, progress_label="compacting")
-                for d in scheduled:
-                    d.triggered_at = time.monotonic()
-                resp = http.post("/api/compaction/trigger-scheduled", headers={"X-Admin-Token": ep.admin_token})
-                err.print(f"  POST trigger-scheduled → {resp.status_code} {resp.text[:200]}")
-            _wait(deps, items, timeout, progress_label="compacting")
-
-            # 3. Read every output back (pyarrow over S3, not the catalog's counters).
-            fs = deps.store.filesystem()
-            for d in items:
-                status = deps.catalog.dataset_status(d.id)
-                run = status.runs[0] if status.runs else None
-                d.run_status = run.status if run else "none"
-                d.run_rows_in, d.run_rows_out = (run.rows_in, run.rows_out) if run else (None, None)
-                d.files_after, d.bytes_after = len(status.files), sum(f.size_bytes for f in status.files)
-                for f in status.files:
-                    n = pq.ParquetFile(deps.store.path_for(f.object_key), filesystem=fs).metadata.num_rows
-                    d.rows_read_back[f.table_name] = d.rows_read_back.get(f.table_name, 0) + n
-            http.close()
+            with httpx.Client(base_url=ep.api_url, timeout=60) as http:
+                _upload(http, deps, items, fragments=fragments, rows=rows, seed=seed)
+                _trigger(http, ep, deps, items, timeout)
+            _read_back(deps, items)
 
     _summary(items)
     if not all(d.ok for d in items):
@@ -183,10 +145,97 @@ def demo(
     err.print("[green]every dataset compacted; rows in = rows out everywhere[/green]")
 
 
+def _upload(http: Any, deps: Any, items: list[DemoDataset], *, fragments: int, rows: int, seed: int) -> None:
+    """Through the HTTPS API, as the desktop clients do."""
+    from fusou_compaction import synth
+
+    tables = list(synth.TABLE_NAMES)
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    ) as progress:
+        task = progress.add_task("uploading fragments through the API", total=len(items) * len(tables) * fragments)
+        for i, d in enumerate(items):
+            for frag in synth.iter_fragments(
+                tables=tables, fragments=fragments, rows_per_fragment=rows, seed=seed * 1000 + i, drift=True
+            ):
+                resp = http.post(
+                    "/api/compaction/upload",
+                    params={"datasetId": str(d.id), "table": frag.table},
+                    content=frag.data,
+                    headers={"Authorization": f"Bearer {d.token}", "Content-Type": "application/vnd.apache.parquet"},
+                )
+                if resp.status_code != 201:
+                    err.print(f"[red]upload failed: {resp.status_code} {resp.text}[/red]")
+                    raise typer.Exit(1)
+                d.rows_uploaded[frag.table] = d.rows_uploaded.get(frag.table, 0) + frag.rows
+                progress.advance(task)
+    for d in items:
+        ds = deps.catalog.get_dataset(d.id)
+        d.files_before, d.bytes_before = ds.live_fragments + ds.live_compacted, ds.live_bytes
+
+
+def _trigger(http: Any, ep: Any, deps: Any, items: list[DemoDataset], timeout: float) -> None:
+    """Each dataset its own way; the scheduled claim goes last so it finds only its own."""
+    for d in items:
+        if d.trigger == "scheduled":
+            continue
+        d.triggered_at = time.monotonic()
+        if d.trigger == "manual":
+            resp = http.post(
+                "/api/compaction/sanitize-state",
+                json={"datasetId": str(d.id)},
+                headers={"Authorization": f"Bearer {d.token}"},
+            )
+            if resp.status_code != 202:
+                err.print(f"[red]sanitize-state → {resp.status_code} {resp.text}[/red]")
+                raise typer.Exit(1)
+            note = f"POST /api/compaction/sanitize-state → {resp.status_code}"
+        else:
+            body = json.dumps({"datasetId": str(d.id), "triggeredAt": "2025-12-17T00:00:00Z", "priority": "manual"})
+            note = _send_with_aws_cli(ep, body)
+        err.print(f"  {str(d.id)[:8]} ({d.trigger}): {note}")
+    scheduled = [d for d in items if d.trigger == "scheduled"]
+    if scheduled:
+        # Let the other runs take their leases first, as a real night would.
+        _wait(deps, [d for d in items if d.trigger != "scheduled"], timeout, progress_label="compacting")
+        for d in scheduled:
+            d.triggered_at = time.monotonic()
+        resp = http.post("/api/compaction/trigger-scheduled", headers={"X-Admin-Token": ep.admin_token})
+        err.print(f"  POST /api/compaction/trigger-scheduled → {resp.status_code} {resp.text[:200]}")
+    _wait(deps, items, timeout, progress_label="compacting")
+
+
+def _read_back(deps: Any, items: list[DemoDataset]) -> None:
+    """Every output, read with pyarrow over S3: not the catalog's counters."""
+    import pyarrow.parquet as pq
+
+    fs = deps.store.filesystem()
+    for d in items:
+        status = deps.catalog.dataset_status(d.id)
+        run = status.runs[0] if status.runs else None
+        d.run_status = run.status if run else "none"
+        d.run_rows_in, d.run_rows_out = (run.rows_in, run.rows_out) if run else (None, None)
+        d.files_after, d.bytes_after = len(status.files), sum(f.size_bytes for f in status.files)
+        for f in status.files:
+            n = pq.ParquetFile(deps.store.path_for(f.object_key), filesystem=fs).metadata.num_rows
+            d.rows_read_back[f.table_name] = d.rows_read_back.get(f.table_name, 0) + n
+
+
 def _wait(deps: Any, items: list[DemoDataset], timeout: float, progress_label: str) -> None:
     deadline = time.monotonic() + timeout
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    ) as progress:
         task = progress.add_task(f"{progress_label} {len(items)} datasets", total=len(items))
         pending = {d.id: d for d in items}
         while pending and time.monotonic() < deadline:
@@ -209,8 +258,14 @@ def _summary(items: list[DemoDataset]) -> None:
     for d in items:
         rows_in, rows_back = sum(d.rows_uploaded.values()), sum(d.rows_read_back.values())
         t.add_row(
-            str(d.id)[:8], d.trigger, str(len(d.rows_uploaded)), f"{d.files_before} → {d.files_after}",
-            f"{d.bytes_before / 1e6:.1f} MB → {d.bytes_after / 1e6:.1f} MB", f"{rows_in:,}", f"{rows_back:,}",
-            f"{d.seconds:.1f}s", "[green]ok[/green]" if d.ok else f"[red]{d.run_status}[/red]",
+            str(d.id)[:8],
+            d.trigger,
+            str(len(d.rows_uploaded)),
+            f"{d.files_before} → {d.files_after}",
+            f"{d.bytes_before / 1e6:.1f} MB → {d.bytes_after / 1e6:.1f} MB",
+            f"{rows_in:,}",
+            f"{rows_back:,}",
+            f"{d.seconds:.1f}s",
+            "[green]ok[/green]" if d.ok else f"[red]{d.run_status}[/red]",
         )
     out.print(t, width=max(out.width, 130))

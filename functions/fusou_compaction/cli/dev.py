@@ -40,8 +40,10 @@ def dev(
         path = stack.write_endpoints()
         ep = stack.endpoints
         assert ep is not None
-        err.print(f"API        {ep.api_url}\nAWS (moto) {ep.aws_endpoint_url}\nPostgreSQL {ep.database_url}\n"
-                  f"queue      {ep.queue_url}\nDLQ        {ep.dlq_url}\nCtrl-C stops everything.")
+        err.print(
+            f"API        {ep.api_url}\nAWS (moto) {ep.aws_endpoint_url}\nPostgreSQL {ep.database_url}\n"
+            f"queue      {ep.queue_url}\nDLQ        {ep.dlq_url}\nCtrl-C stops everything."
+        )
         print(f"ready {path}", flush=True)
         stop.wait()
     finally:

@@ -49,18 +49,33 @@ def upload(
                 raise typer.Exit(2) from None
         failures = 0
         paths = _parquet_files(files)
-        with Progress(TextColumn("uploading"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=err, transient=True) as progress:
+        with Progress(
+            TextColumn("uploading"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True
+        ) as progress:
             task = progress.add_task("upload", total=len(paths))
             for path in paths:
                 try:
-                    stored = store_fragment(stack.catalog, stack.store, owner_id=user, dataset_id=dataset,
-                                            table=table, data=path.read_bytes())
+                    stored = store_fragment(
+                        stack.catalog,
+                        stack.store,
+                        owner_id=user,
+                        dataset_id=dataset,
+                        table=table,
+                        data=path.read_bytes(),
+                    )
                     print(json.dumps({"file": str(path), **stored.to_json_dict()}), flush=True)
                 except (NotParquet, ValueError) as exc:
                     failures += 1
-                    print(json.dumps({"file": str(path), "error": "not_parquet" if isinstance(exc, NotParquet)
-                                      else "invalid", "message": str(exc)}), flush=True)
+                    print(
+                        json.dumps(
+                            {
+                                "file": str(path),
+                                "error": "not_parquet" if isinstance(exc, NotParquet) else "invalid",
+                                "message": str(exc),
+                            }
+                        ),
+                        flush=True,
+                    )
                 except DatasetForbidden as exc:
                     err.print(f"[red]{exc}[/red]")
                     raise typer.Exit(3) from exc

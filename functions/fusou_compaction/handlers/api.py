@@ -592,8 +592,15 @@ def dlq_redrive(body: RedriveRequest) -> RedriveResponse:
     _caller(admin_only=True)
     deps = _deps()
     report = redrive_all(deps.dlq, deps.queue, deps.catalog, max_messages=body.max)
-    logger.info("DLQ redrive", extra={"moved": report.moved, "fromRecords": report.from_records,
-                                      "failed": report.failed, "errors": report.errors})
+    logger.info(
+        "DLQ redrive",
+        extra={
+            "moved": report.moved,
+            "fromRecords": report.from_records,
+            "failed": report.failed,
+            "errors": report.errors,
+        },
+    )
     return RedriveResponse(moved=report.moved, failed=report.failed)
 
 

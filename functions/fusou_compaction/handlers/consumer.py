@@ -22,7 +22,7 @@ class CompactionRecord(SqsRecordModel):
 
     @model_validator(mode="after")
     def _parse_body(self) -> Self:
-        self.message = CompactionMessage.model_validate_json(self.body)
+        self.message = CompactionMessage.model_validate_json(str(self.body))
         return self
 
 
@@ -34,11 +34,16 @@ def record_handler(record: CompactionRecord) -> str:
     assert record.message is not None  # set by the model's validator
     deps = dependencies()
     outcome = start_compaction(
-        record.message, message_id=record.messageId, body=record.body,
-        catalog=deps.catalog, orchestrator=deps.orchestrator,
+        record.message,
+        message_id=record.messageId,
+        body=str(record.body),
+        catalog=deps.catalog,
+        orchestrator=deps.orchestrator,
     )
-    logger.info("compaction message", extra={
-        "messageId": record.messageId, "outcome": outcome, "datasetId": str(record.message.dataset_id)})
+    logger.info(
+        "compaction message",
+        extra={"messageId": record.messageId, "outcome": outcome, "datasetId": str(record.message.dataset_id)},
+    )
     return outcome
 
 
@@ -46,4 +51,6 @@ def record_handler(record: CompactionRecord) -> str:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    return dict(
+        process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    )

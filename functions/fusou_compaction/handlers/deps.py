@@ -38,8 +38,11 @@ class Dependencies:
         return CompactionSteps(self.catalog, self.store, StepConfig.from_settings(self.settings))
 
 
-_lock = threading.Lock()
-_current: Dependencies | None = None
+class _Holder:
+    """The process's one set of dependencies (a Lambda container serves one function)."""
+
+    lock = threading.Lock()
+    current: Dependencies | None = None
 
 
 def build_dependencies(settings: Settings) -> Dependencies:
@@ -65,14 +68,12 @@ def build_dependencies(settings: Settings) -> Dependencies:
 
 
 def dependencies() -> Dependencies:
-    global _current
-    with _lock:
-        if _current is None:
-            _current = build_dependencies(get_settings())
-        return _current
+    with _Holder.lock:
+        if _Holder.current is None:
+            _Holder.current = build_dependencies(get_settings())
+        return _Holder.current
 
 
 def use_dependencies(deps: Dependencies | None) -> None:
-    global _current
-    with _lock:
-        _current = deps
+    with _Holder.lock:
+        _Holder.current = deps

@@ -21,8 +21,11 @@ def record_handler(record: SqsRecordModel) -> None:
     receives = record.attributes.ApproximateReceiveCount
     try:
         rec, new = handle_dlq_message(
-            record.body, message_id=record.messageId, receive_count=int(receives) if receives else None,
-            catalog=deps.catalog, alerts=deps.alerts,
+            str(record.body),
+            message_id=record.messageId,
+            receive_count=int(receives) if receives else None,
+            catalog=deps.catalog,
+            alerts=deps.alerts,
         )
     except Exception:
         # Keep the message in the logs (retained) rather than loop; the metric pages someone.
@@ -30,13 +33,23 @@ def record_handler(record: SqsRecordModel) -> None:
         metrics.add_metric(name="DlqRecordErrors", unit=MetricUnit.Count, value=1)
         return
     metrics.add_metric(name="DlqMessages", unit=MetricUnit.Count, value=1)
-    logger.error("compaction failure reached the DLQ", extra={
-        "messageId": record.messageId, "datasetId": str(rec.dataset_id), "runId": str(rec.run_id),
-        "errorStep": rec.error_step, "error": rec.error, "new": new})
+    logger.error(
+        "compaction failure reached the DLQ",
+        extra={
+            "messageId": record.messageId,
+            "datasetId": str(rec.dataset_id),
+            "runId": str(rec.run_id),
+            "errorStep": rec.error_step,
+            "error": rec.error,
+            "new": new,
+        },
+    )
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    return dict(
+        process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    )

@@ -23,8 +23,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     deps = dependencies()
     s = deps.settings
     report = claim_and_enqueue(
-        deps.catalog, deps.queue, limit=s.scheduled_claim_limit, claimer=f"scheduled:{trigger.id}",
-        claim_seconds=s.claim_seconds, now=trigger.time,
+        deps.catalog,
+        deps.queue,
+        limit=s.scheduled_claim_limit,
+        claimer=f"scheduled:{trigger.id}",
+        claim_seconds=s.claim_seconds,
+        now=trigger.time,
     )
     house = housekeeping(deps.catalog, deps.store, orphan_min_age=timedelta(seconds=s.orphan_min_age_seconds))
     metrics.add_metric(name="DatasetsEnqueued", unit=MetricUnit.Count, value=len(report.enqueued))

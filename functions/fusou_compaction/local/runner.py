@@ -133,7 +133,9 @@ class LocalRunner:
             base = self.rng.uniform(0, base)
         return base * self.time_scale
 
-    def _invoke(self, ex: Execution, state: str, function: str, retry: Retry, payload: Any, timeout: int) -> Any:
+    def _invoke(
+        self, ex: Execution, state: str, function: str, retry: Retry, payload: Any, *, timeout: int
+    ) -> Any:
         attempt = 0
         while True:
             attempt += 1
@@ -180,7 +182,7 @@ class LocalRunner:
         it = st.iterator
         with ThreadPoolExecutor(max_workers=max(1, st.max_concurrency), thread_name_prefix="map") as pool:
             futures = [
-                pool.submit(self._invoke, ex, st.name, it.function, it.retry, item_input(i), it.timeout_seconds)
+                pool.submit(self._invoke, ex, st.name, it.function, it.retry, item_input(i), timeout=it.timeout_seconds)
                 for i in items
             ]
             results: list[Any] = []
@@ -208,7 +210,7 @@ class LocalRunner:
                 st = self.pipeline.states[state_name]
                 try:
                     if isinstance(st, Task):
-                        result = self._invoke(ex, st.name, st.function, st.retry, data, st.timeout_seconds)
+                        result = self._invoke(ex, st.name, st.function, st.retry, data, timeout=st.timeout_seconds)
                         data = set_path(data, st.result_path, result)
                         state_name = st.next
                     elif isinstance(st, SkipChoice):
@@ -231,8 +233,9 @@ class LocalRunner:
         except StepFailed as failure:
             # The failure path itself failed: the execution fails without a DLQ message.
             ex.status, ex.error = "FAILED", failure.error
-            logger.error("local execution failed outside the failure path", extra={"execution": ex.name,
-                                                                                    "error": str(failure)})
+            logger.error(
+                "local execution failed outside the failure path", extra={"execution": ex.name, "error": str(failure)}
+            )
         if ex.status == "RUNNING":
             ex.status = "SUCCEEDED"
         ex.finished = time.monotonic()

@@ -102,8 +102,16 @@ class QueuePoller(threading.Thread):
     """One event source mapping: gather a batch, invoke the handler, honour partial failures."""
 
     def __init__(
-        self, name: str, queue: SqsQueue, handler: Callable[[dict[str, Any], Any], Any], *, batch_size: int,
-        window_seconds: float, retry_visibility_seconds: int, region: str, queue_arn: str,
+        self,
+        name: str,
+        queue: SqsQueue,
+        handler: Callable[[dict[str, Any], Any], Any],
+        *,
+        batch_size: int,
+        window_seconds: float,
+        retry_visibility_seconds: int,
+        region: str,
+        queue_arn: str,
     ) -> None:
         super().__init__(name=name, daemon=True)
         self.queue = queue
@@ -131,21 +139,29 @@ class QueuePoller(threading.Thread):
         return batch
 
     def _event(self, batch: list[ReceivedMessage]) -> dict[str, Any]:
-        return {"Records": [
-            {
-                "messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body,
-                "attributes": {
-                    "ApproximateReceiveCount": m.attributes.get("ApproximateReceiveCount", "1"),
-                    "SentTimestamp": m.attributes.get("SentTimestamp", str(int(time.time() * 1000))),
-                    "SenderId": m.attributes.get("SenderId", "local"),
-                    "ApproximateFirstReceiveTimestamp": m.attributes.get(
-                        "ApproximateFirstReceiveTimestamp", str(int(time.time() * 1000))),
-                },
-                "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
-                "eventSourceARN": self.queue_arn, "awsRegion": self.region,
-            }
-            for m in batch
-        ]}
+        return {
+            "Records": [
+                {
+                    "messageId": m.message_id,
+                    "receiptHandle": m.receipt_handle,
+                    "body": m.body,
+                    "attributes": {
+                        "ApproximateReceiveCount": m.attributes.get("ApproximateReceiveCount", "1"),
+                        "SentTimestamp": m.attributes.get("SentTimestamp", str(int(time.time() * 1000))),
+                        "SenderId": m.attributes.get("SenderId", "local"),
+                        "ApproximateFirstReceiveTimestamp": m.attributes.get(
+                            "ApproximateFirstReceiveTimestamp", str(int(time.time() * 1000))
+                        ),
+                    },
+                    "messageAttributes": {},
+                    "md5OfBody": "",
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": self.queue_arn,
+                    "awsRegion": self.region,
+                }
+                for m in batch
+            ]
+        }
 
     def run(self) -> None:
         while not self.stop_event.is_set():
@@ -206,9 +222,15 @@ def scheduled_event(now: datetime | None = None) -> dict[str, Any]:
     """An EventBridge scheduled event, as the rule delivers it."""
     now = now or datetime.now(UTC)
     return {
-        "version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
-        "account": "000000000000", "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "region": "us-east-1",
-        "resources": ["arn:aws:events:us-east-1:000000000000:rule/dev-kc-compaction-daily"], "detail": {},
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "000000000000",
+        "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:000000000000:rule/dev-kc-compaction-daily"],
+        "detail": {},
     }
 
 
@@ -254,17 +276,23 @@ class LocalStack:
         sqs = boto3.client("sqs", endpoint_url=self.aws.endpoint_url, region_name=region)
         self._bucket = bucket_name(o.stage)
         s3.create_bucket(Bucket=self._bucket)
-        dlq_url = sqs.create_queue(QueueName=dlq_name(o.stage), Attributes={
-            "MessageRetentionPeriod": str(QUEUES.dlq_retention_days * 86400)})["QueueUrl"]
+        dlq_url = sqs.create_queue(
+            QueueName=dlq_name(o.stage), Attributes={"MessageRetentionPeriod": str(QUEUES.dlq_retention_days * 86400)}
+        )["QueueUrl"]
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        queue_url = sqs.create_queue(QueueName=queue_name(o.stage), Attributes={
-            "VisibilityTimeout": str(QUEUES.visibility_timeout_seconds),
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
-                                         "maxReceiveCount": str(QUEUES.max_receive_count)}),
-        })["QueueUrl"]
+        queue_url = sqs.create_queue(
+            QueueName=queue_name(o.stage),
+            Attributes={
+                "VisibilityTimeout": str(QUEUES.visibility_timeout_seconds),
+                "RedrivePolicy": json.dumps(
+                    {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(QUEUES.max_receive_count)}
+                ),
+            },
+        )["QueueUrl"]
         self._sqs, self._queue_url, self._dlq_url, self._dlq_arn = sqs, queue_url, dlq_url, dlq_arn
-        self._queue_arn = sqs.get_queue_attributes(
-            QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self._queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
 
     def _wire(self, database_url: str) -> None:
         assert self.aws is not None
@@ -272,20 +300,34 @@ class LocalStack:
         self._admin_token = secrets.token_urlsafe(24)
         self._jwt_secret = secrets.token_urlsafe(32)
         settings = Settings(
-            stage=o.stage, region=self.aws.region, aws_endpoint_url=self.aws.endpoint_url, bucket=self._bucket,
-            queue_url=self._queue_url, dlq_url=self._dlq_url, catalog_transport="postgres",
-            database_url=database_url, jwt_secret=self._jwt_secret, admin_token=self._admin_token,
-            supabase_url=None, target_file_size=o.target_file_size, lease_seconds=o.lease_seconds,
-            grace_period_seconds=o.grace_period_seconds, scheduled_claim_limit=o.scheduled_claim_limit,
+            stage=o.stage,
+            region=self.aws.region,
+            aws_endpoint_url=self.aws.endpoint_url,
+            bucket=self._bucket,
+            queue_url=self._queue_url,
+            dlq_url=self._dlq_url,
+            catalog_transport="postgres",
+            database_url=database_url,
+            jwt_secret=self._jwt_secret,
+            admin_token=self._admin_token,
+            supabase_url=None,
+            target_file_size=o.target_file_size,
+            lease_seconds=o.lease_seconds,
+            grace_period_seconds=o.grace_period_seconds,
+            scheduled_claim_limit=o.scheduled_claim_limit,
         )
         catalog = Catalog(PostgresRpc(database_url, max_size=16))
         queue, dlq = SqsQueue(self._sqs, self._queue_url), SqsQueue(self._sqs, self._dlq_url, peek_for_age=True)
         runner = LocalRunner(build_pipeline(), STEP_HANDLERS, dlq, time_scale=o.step_time_scale)
         self.sfn = LocalStepFunctions(runner)
         self.deps = Dependencies(
-            settings=settings, catalog=catalog,
+            settings=settings,
+            catalog=catalog,
             store=S3ObjectStore(self._bucket, region=self.aws.region, endpoint_url=self.aws.endpoint_url),
-            queue=queue, dlq=dlq, orchestrator=self.sfn, alerts=LogAlerts(),
+            queue=queue,
+            dlq=dlq,
+            orchestrator=self.sfn,
+            alerts=LogAlerts(),
         )
         use_dependencies(self.deps)
 
@@ -298,14 +340,24 @@ class LocalStack:
         assert self.aws is not None
         o = self.options
         consumer = QueuePoller(
-            "consumer", SqsQueue(self._sqs, self._queue_url), consumer_handler.handler,
-            batch_size=QUEUES.consumer_batch_size, window_seconds=o.consumer_window_seconds,
-            retry_visibility_seconds=o.retry_visibility_seconds, region=self.aws.region, queue_arn=self._queue_arn,
+            "consumer",
+            SqsQueue(self._sqs, self._queue_url),
+            consumer_handler.handler,
+            batch_size=QUEUES.consumer_batch_size,
+            window_seconds=o.consumer_window_seconds,
+            retry_visibility_seconds=o.retry_visibility_seconds,
+            region=self.aws.region,
+            queue_arn=self._queue_arn,
         )
         dlq = QueuePoller(
-            "dlq", SqsQueue(self._sqs, self._dlq_url), dlq_handler.handler,
-            batch_size=QUEUES.dlq_batch_size, window_seconds=o.dlq_window_seconds,
-            retry_visibility_seconds=o.retry_visibility_seconds, region=self.aws.region, queue_arn=self._dlq_arn,
+            "dlq",
+            SqsQueue(self._sqs, self._dlq_url),
+            dlq_handler.handler,
+            batch_size=QUEUES.dlq_batch_size,
+            window_seconds=o.dlq_window_seconds,
+            retry_visibility_seconds=o.retry_visibility_seconds,
+            region=self.aws.region,
+            queue_arn=self._dlq_arn,
         )
         for t in (consumer, dlq):
             t.start()
@@ -317,9 +369,15 @@ class LocalStack:
     def write_endpoints(self) -> Path:
         assert self.aws is not None and self.pg is not None
         self.endpoints = Endpoints(
-            api_url=self._api.url if self._api else "", aws_endpoint_url=self.aws.endpoint_url,
-            region=self.aws.region, bucket=self._bucket, queue_url=self._queue_url, dlq_url=self._dlq_url,
-            database_url=self.pg.url, admin_token=self._admin_token, jwt_secret=self._jwt_secret,
+            api_url=self._api.url if self._api else "",
+            aws_endpoint_url=self.aws.endpoint_url,
+            region=self.aws.region,
+            bucket=self._bucket,
+            queue_url=self._queue_url,
+            dlq_url=self._dlq_url,
+            database_url=self.pg.url,
+            admin_token=self._admin_token,
+            jwt_secret=self._jwt_secret,
         )
         path = self.options.data_dir / "endpoints.json"
         path.parent.mkdir(parents=True, exist_ok=True)
