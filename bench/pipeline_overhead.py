@@ -46,8 +46,13 @@ def main() -> int:
     if not (data / ".done").exists():
         print(f"generating fragments into {data} ...", file=sys.stderr)
         # ~0.2 MB per generated fragment, four tables.
-        synth.generate_fragments(data, tables=list(synth.TABLE_NAMES), fragments=max(1, args.megabytes * 13 // 10),
-                                 rows_per_fragment=5200, seed=11)
+        synth.generate_fragments(
+            data,
+            tables=list(synth.TABLE_NAMES),
+            fragments=max(1, args.megabytes * 13 // 10),
+            rows_per_fragment=5200,
+            seed=11,
+        )
         (data / ".done").write_text("ok")
     files = sorted(data.glob("*/*.parquet"), key=lambda p: (p.name, p.parent.name))
     budget = args.megabytes * 1_000_000
@@ -67,10 +72,27 @@ def main() -> int:
         # Registration order is upload order, so go table by table, in file order.
         with ThreadPoolExecutor(8) as pool:
             for f in chosen[:1]:
-                store_fragment(deps.catalog, deps.store, owner_id=owner, dataset_id=dataset, table=f.parent.name,
-                               data=f.read_bytes())
-            list(pool.map(lambda f: store_fragment(deps.catalog, deps.store, owner_id=owner, dataset_id=dataset,
-                                                   table=f.parent.name, data=f.read_bytes()), chosen[1:]))
+                store_fragment(
+                    deps.catalog,
+                    deps.store,
+                    owner_id=owner,
+                    dataset_id=dataset,
+                    table=f.parent.name,
+                    data=f.read_bytes(),
+                )
+            list(
+                pool.map(
+                    lambda f: store_fragment(
+                        deps.catalog,
+                        deps.store,
+                        owner_id=owner,
+                        dataset_id=dataset,
+                        table=f.parent.name,
+                        data=f.read_bytes(),
+                    ),
+                    chosen[1:],
+                )
+            )
         print(f"uploaded in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
         sqs = boto3.client("sqs", endpoint_url=stack.aws.endpoint_url, region_name=stack.aws.region)
@@ -92,14 +114,18 @@ def main() -> int:
         by_state: dict[str, float] = {}
         for h in ex.history:
             by_state[h.state] = by_state.get(h.state, 0.0) + h.seconds
-        print(f"\nrun {run.status}: {run.files_in} files / {run.bytes_in / 1e6:.0f} MB / {run.rows_in:,} rows in "
-              f"-> {run.files_out} files / {run.bytes_out / 1e6:.0f} MB out; rows out {run.rows_out:,}")
+        print(
+            f"\nrun {run.status}: {run.files_in} files / {run.bytes_in / 1e6:.0f} MB / {run.rows_in:,} rows in "
+            f"-> {run.files_out} files / {run.bytes_out / 1e6:.0f} MB out; rows out {run.rows_out:,}"
+        )
         print(f"message -> commit            {total_wall:8.2f} s")
         print(f"Compact (engine, Map wall)   {map_wall:8.2f} s  ({len(compact)} bins)")
         for state in ("Validate", "GetMetadata", "Update"):
             print(f"  {state:<26} {by_state.get(state, 0.0):8.3f} s")
-        print(f"overhead (everything else)   {overhead:8.2f} s  = {overhead / map_wall:.1%} of engine time "
-              f"(target <= 20%)")
+        print(
+            f"overhead (everything else)   {overhead:8.2f} s  = {overhead / map_wall:.1%} of engine time "
+            f"(target <= 20%)"
+        )
         return 0 if run.status == "succeeded" and run.rows_in == run.rows_out else 1
 
 

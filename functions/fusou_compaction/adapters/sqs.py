@@ -98,9 +98,13 @@ class SqsQueue:
         now = datetime.now(UTC)
         try:
             points = self._cloudwatch.get_metric_statistics(
-                Namespace="AWS/SQS", MetricName="ApproximateAgeOfOldestMessage",
+                Namespace="AWS/SQS",
+                MetricName="ApproximateAgeOfOldestMessage",
                 Dimensions=[{"Name": "QueueName", "Value": self.url.rsplit("/", 1)[-1]}],
-                StartTime=now - timedelta(minutes=10), EndTime=now, Period=60, Statistics=["Maximum"],
+                StartTime=now - timedelta(minutes=10),
+                EndTime=now,
+                Period=60,
+                Statistics=["Maximum"],
             )["Datapoints"]
         except (ClientError, BotoCoreError):
             return None

@@ -22,7 +22,10 @@ def start_compaction(
     except CatalogNotFound as exc:
         raise UnknownDataset(f"unknown dataset {message.dataset_id}") from exc
     execution = ExecutionInput(
-        message=message, message_id=message_id, body=body, run_id=run_id_for(message_id),
+        message=message,
+        message_id=message_id,
+        body=body,
+        run_id=run_id_for(message_id),
         execution_name=execution_name_for(message.dataset_id, message_id),
     )
     try:

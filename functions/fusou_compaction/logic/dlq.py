@@ -50,13 +50,21 @@ def handle_dlq_message(
     """Returns the record and whether it was new (a redelivered DLQ message is recorded once)."""
     rec = describe(body, message_id, receive_count)
     result = catalog.record_failure(
-        source="dlq", error=rec.error, message_id=rec.message_id, dataset_id=rec.dataset_id,
-        run_id=rec.run_id, error_step=rec.error_step, body=rec.body,
+        source="dlq",
+        error=rec.error,
+        message_id=rec.message_id,
+        dataset_id=rec.dataset_id,
+        run_id=rec.run_id,
+        error_step=rec.error_step,
+        body=rec.body,
     )
     if result.recorded:
         alert: dict[str, Any] = {
-            "datasetId": rec.dataset_id, "runId": rec.run_id, "errorStep": rec.error_step,
-            "error": rec.error, "messageId": rec.message_id,
+            "datasetId": rec.dataset_id,
+            "runId": rec.run_id,
+            "errorStep": rec.error_step,
+            "error": rec.error,
+            "messageId": rec.message_id,
         }
         alerts.publish(f"FUSOU compaction failed at {rec.error_step}", alert)
     return rec, result.recorded

@@ -31,8 +31,14 @@ class HousekeepingReport:
 
 
 def claim_and_enqueue(
-    catalog: Catalog, queue: Queue, *, limit: int, claimer: str, claim_seconds: int,
-    priority: Priority = "scheduled", now: datetime | None = None,
+    catalog: Catalog,
+    queue: Queue,
+    *,
+    limit: int,
+    claimer: str,
+    claim_seconds: int,
+    priority: Priority = "scheduled",
+    now: datetime | None = None,
 ) -> EnqueueReport:
     """Claim up to ``limit`` pending datasets and send one message each; unsent claims are released."""
     now = now or datetime.now(UTC)
@@ -40,8 +46,10 @@ def claim_and_enqueue(
     if not claimed:
         return EnqueueReport()
     entries = [
-        BatchEntry(id=str(d), body=CompactionMessage(dataset_id=d, triggered_at=now, priority=priority)
-                   .model_dump_json(by_alias=True))
+        BatchEntry(
+            id=str(d),
+            body=CompactionMessage(dataset_id=d, triggered_at=now, priority=priority).model_dump_json(by_alias=True),
+        )
         for d in claimed
     ]
     result = queue.send_batch(entries)
@@ -52,7 +60,11 @@ def claim_and_enqueue(
 
 
 def housekeeping(
-    catalog: Catalog, store: ObjectStore, *, orphan_min_age: timedelta, now: datetime | None = None,
+    catalog: Catalog,
+    store: ObjectStore,
+    *,
+    orphan_min_age: timedelta,
+    now: datetime | None = None,
     max_keys_scanned: int = 100_000,
 ) -> HousekeepingReport:
     report = HousekeepingReport()
@@ -76,7 +88,8 @@ def housekeeping(
     # enough that no upload or run in flight can still claim them.
     cutoff = now - orphan_min_age
     candidates = (
-        o.key for o in itertools.islice(store.list_objects(keys.DATASETS_PREFIX), max_keys_scanned)
+        o.key
+        for o in itertools.islice(store.list_objects(keys.DATASETS_PREFIX), max_keys_scanned)
         if o.last_modified < cutoff
     )
     while chunk := list(itertools.islice(candidates, FIND_ORPHANS_CHUNK)):

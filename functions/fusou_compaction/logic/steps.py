@@ -65,7 +65,8 @@ class StepConfig:
     @classmethod
     def from_settings(cls, s: Settings) -> StepConfig:
         return cls(
-            lease_seconds=s.lease_seconds, target_file_size=s.target_file_size,
+            lease_seconds=s.lease_seconds,
+            target_file_size=s.target_file_size,
             grace_period_seconds=s.grace_period_seconds,
         )
 
@@ -95,8 +96,11 @@ class CompactionSteps:
         dataset_id = ex.message.dataset_id
         try:
             run = self.catalog.begin_run(
-                run_id=ex.run_id, dataset_id=dataset_id, trigger=ex.message.priority,
-                execution_id=ex.execution_name, message=ex.message.to_json_dict(),
+                run_id=ex.run_id,
+                dataset_id=dataset_id,
+                trigger=ex.message.priority,
+                execution_id=ex.execution_name,
+                message=ex.message.to_json_dict(),
             )
         except CatalogNotFound as exc:
             raise DatasetNotFound(f"unknown dataset {dataset_id}") from exc
@@ -118,7 +122,8 @@ class CompactionSteps:
 
     def _skip(self, ex: ExecutionInput, reason: str, started: float) -> ValidateResult:
         self.catalog.record_run_status(
-            ex.run_id, "skipped",
+            ex.run_id,
+            "skipped",
             {"status_reason": reason, "step_timings": {"Validate": round(time.monotonic() - started, 4)}},
         )
         return ValidateResult(action="skip", reason=reason)
@@ -130,10 +135,16 @@ class CompactionSteps:
         by_table: dict[str, list[engine.InputFile]] = defaultdict(list)
         catalog_files = {str(f.id): f for f in files}
         for f in files:
-            by_table[f.table_name].append(engine.InputFile(
-                id=str(f.id), path=f.object_key, size_bytes=f.size_bytes, row_count=f.row_count,
-                seq=f.seq, kind=f.kind,
-            ))
+            by_table[f.table_name].append(
+                engine.InputFile(
+                    id=str(f.id),
+                    path=f.object_key,
+                    size_bytes=f.size_bytes,
+                    row_count=f.row_count,
+                    seq=f.seq,
+                    kind=f.kind,
+                )
+            )
         bins: list[tuple[str, engine.PlannedBin]] = []
         for table in sorted(by_table):
             for b in engine.plan_table(by_table[table], target_file_size=self.config.target_file_size):
@@ -144,22 +155,36 @@ class CompactionSteps:
         refs: list[BinRef] = []
         for table, b in bins:
             inputs = [
-                BinInput(id=UUID(i.id), key=i.path, size_bytes=i.size_bytes, row_count=i.row_count or 0,
-                         seq=i.seq, kind=i.kind)
+                BinInput(
+                    id=UUID(i.id),
+                    key=i.path,
+                    size_bytes=i.size_bytes,
+                    row_count=i.row_count or 0,
+                    seq=i.seq,
+                    kind=i.kind,
+                )
                 for i in b.inputs
             ]
             refs.append(BinRef(table=table, index=b.index, input_count=len(inputs), inputs=inputs))
         planned = [catalog_files[str(i.id)] for r in refs for i in (r.inputs or [])]
         plan = PlanResult(
-            bins=refs, files_planned=len(planned), bytes_planned=sum(f.size_bytes for f in planned),
+            bins=refs,
+            files_planned=len(planned),
+            bytes_planned=sum(f.size_bytes for f in planned),
             rows_planned=sum(f.row_count for f in planned),
         )
         if len(plan.model_dump_json(by_alias=True)) > self.config.inline_plan_bytes:
             plan = self._plan_by_reference(ex.run_id, plan)
-        self.catalog.record_run_status(ex.run_id, "running", {
-            "step_timings": {"GetMetadata": round(time.monotonic() - started, 4)},
-            "files_in": plan.files_planned, "bytes_in": plan.bytes_planned, "rows_in": plan.rows_planned,
-        })
+        self.catalog.record_run_status(
+            ex.run_id,
+            "running",
+            {
+                "step_timings": {"GetMetadata": round(time.monotonic() - started, 4)},
+                "files_in": plan.files_planned,
+                "bytes_in": plan.bytes_planned,
+                "rows_in": plan.rows_planned,
+            },
+        )
         return plan
 
     def _plan_by_reference(self, run_id: UUID, plan: PlanResult) -> PlanResult:
@@ -186,8 +211,14 @@ class CompactionSteps:
         planned = engine.PlannedBin(
             index=item.bin.index,
             inputs=[
-                engine.InputFile(id=str(i.id), path=self.store.path_for(i.key), size_bytes=i.size_bytes,
-                                 row_count=i.row_count, seq=i.seq, kind=i.kind)
+                engine.InputFile(
+                    id=str(i.id),
+                    path=self.store.path_for(i.key),
+                    size_bytes=i.size_bytes,
+                    row_count=i.row_count,
+                    seq=i.seq,
+                    kind=i.kind,
+                )
                 for i in inputs
             ],
         )
@@ -197,26 +228,43 @@ class CompactionSteps:
             return self.store.open_writer(prefix + name, content_type="application/vnd.apache.parquet")
 
         result = engine.compact_bin(
-            planned, source_fs=self.store.filesystem(), open_output=open_output,
-            target_file_size=self.config.target_file_size, name_prefix=f"part-{item.bin.index:05d}",
+            planned,
+            source_fs=self.store.filesystem(),
+            open_output=open_output,
+            target_file_size=self.config.target_file_size,
+            name_prefix=f"part-{item.bin.index:05d}",
         )
         manifest = BinManifest(
-            run_id=item.run_id, table=item.bin.table, index=item.bin.index,
+            run_id=item.run_id,
+            table=item.bin.table,
+            index=item.bin.index,
             input_ids=[i.id for i in inputs],
             outputs=[
-                OutputRecord(table=item.bin.table, key=prefix + o.name, rows=o.rows, bytes=o.bytes,
-                             sha256=o.sha256, schema_fingerprint=o.schema_fingerprint,
-                             input_ids=[UUID(i) for i in o.input_ids])
+                OutputRecord(
+                    table=item.bin.table,
+                    key=prefix + o.name,
+                    rows=o.rows,
+                    bytes=o.bytes,
+                    sha256=o.sha256,
+                    schema_fingerprint=o.schema_fingerprint,
+                    input_ids=[UUID(i) for i in o.input_ids],
+                )
                 for o in result.outputs
             ],
-            rows_in=result.rows_in, bytes_in=result.bytes_in, seconds=round(time.monotonic() - started, 4),
+            rows_in=result.rows_in,
+            bytes_in=result.bytes_in,
+            seconds=round(time.monotonic() - started, 4),
         )
         manifest_key = keys.manifest_key(item.run_id, item.bin.table, item.bin.index)
-        self.store.put(manifest_key, manifest.model_dump_json(by_alias=True).encode(),
-                       content_type="application/json")
+        self.store.put(manifest_key, manifest.model_dump_json(by_alias=True).encode(), content_type="application/json")
         return CompactResult(
-            table=item.bin.table, index=item.bin.index, manifest_key=manifest_key, rows_in=result.rows_in,
-            rows_out=result.rows_out, files_out=len(result.outputs), bytes_out=result.bytes_out,
+            table=item.bin.table,
+            index=item.bin.index,
+            manifest_key=manifest_key,
+            rows_in=result.rows_in,
+            rows_out=result.rows_out,
+            files_out=len(result.outputs),
+            bytes_out=result.bytes_out,
         )
 
     # Update --------------------------------------------------------------------------------
@@ -229,21 +277,37 @@ class CompactionSteps:
         manifests = [BinManifest.model_validate_json(self.store.get_bytes(r.manifest_key)) for r in results]
         removed = [i for m in manifests for i in m.input_ids]
         outputs = [
-            CompactedOutput(table_name=o.table, object_key=o.key, size_bytes=o.bytes, row_count=o.rows,
-                            sha256=o.sha256, schema_fingerprint=o.schema_fingerprint, input_ids=o.input_ids)
-            for m in manifests for o in m.outputs
+            CompactedOutput(
+                table_name=o.table,
+                object_key=o.key,
+                size_bytes=o.bytes,
+                row_count=o.rows,
+                sha256=o.sha256,
+                schema_fingerprint=o.schema_fingerprint,
+                input_ids=o.input_ids,
+            )
+            for m in manifests
+            for o in m.outputs
         ]
         compact_seconds = round(sum(m.seconds for m in manifests), 4)
         commit = self.catalog.commit_compaction(
-            run_id=ex.run_id, dataset_id=ex.message.dataset_id, removed=removed, outputs=outputs,
+            run_id=ex.run_id,
+            dataset_id=ex.message.dataset_id,
+            removed=removed,
+            outputs=outputs,
             metrics={"step_timings": {"Compact": compact_seconds, "Update": round(time.monotonic() - started, 4)}},
             grace_seconds=self.config.grace_period_seconds,
         )
         run = commit.run
         return UpdateResult(
-            committed=commit.committed, already_committed=commit.already_committed,
-            compaction_needed=commit.compaction_needed, files_in=run.files_in or 0, files_out=run.files_out or 0,
-            rows_in=run.rows_in or 0, rows_out=run.rows_out or 0, bytes_in=run.bytes_in or 0,
+            committed=commit.committed,
+            already_committed=commit.already_committed,
+            compaction_needed=commit.compaction_needed,
+            files_in=run.files_in or 0,
+            files_out=run.files_out or 0,
+            rows_in=run.rows_in or 0,
+            rows_out=run.rows_out or 0,
+            bytes_in=run.bytes_in or 0,
             bytes_out=run.bytes_out or 0,
         )
 
@@ -257,8 +321,13 @@ class CompactionSteps:
         with contextlib.suppress(CatalogNotFound):
             self.catalog.record_run_status(ex.run_id, "failed", {"error_step": step, "error": text})
         return DlqEnvelope(
-            message=ex.message.to_json_dict(), body=ex.body, message_id=ex.message_id,
-            dataset_id=ex.message.dataset_id, run_id=ex.run_id, error_step=step, error=text,
+            message=ex.message.to_json_dict(),
+            body=ex.body,
+            message_id=ex.message_id,
+            dataset_id=ex.message.dataset_id,
+            run_id=ex.run_id,
+            error_step=step,
+            error=text,
             cause=err.cause,
         )
 

@@ -42,8 +42,12 @@ class StoredFragment:
 
     def to_json_dict(self) -> dict[str, Any]:
         return {
-            "datasetId": str(self.dataset_id), "table": self.table, "fragmentId": str(self.fragment_id),
-            "sizeBytes": self.size_bytes, "rowCount": self.row_count, "sha256": self.sha256,
+            "datasetId": str(self.dataset_id),
+            "table": self.table,
+            "fragmentId": str(self.fragment_id),
+            "sizeBytes": self.size_bytes,
+            "rowCount": self.row_count,
+            "sha256": self.sha256,
             "duplicate": self.duplicate,
         }
 
@@ -89,10 +93,22 @@ def store_fragment(
     # Same bytes → same key: an existing object is already exactly these bytes.
     store.put_if_absent(key, data, content_type="application/vnd.apache.parquet")
     reg = catalog.register_fragment(
-        dataset_id=dataset_id, owner_id=owner_id, table=table, object_key=key, size_bytes=len(data),
-        row_count=summary.rows, sha256=sha, schema_fingerprint=summary.schema_fingerprint,
+        dataset_id=dataset_id,
+        owner_id=owner_id,
+        table=table,
+        object_key=key,
+        size_bytes=len(data),
+        row_count=summary.rows,
+        sha256=sha,
+        schema_fingerprint=summary.schema_fingerprint,
     )
     return StoredFragment(
-        dataset_id=dataset_id, table=table, fragment_id=reg.id, size_bytes=reg.size_bytes,
-        row_count=reg.row_count, sha256=sha, duplicate=reg.duplicate, dataset_created=reg.dataset_created,
+        dataset_id=dataset_id,
+        table=table,
+        fragment_id=reg.id,
+        size_bytes=reg.size_bytes,
+        row_count=reg.row_count,
+        sha256=sha,
+        duplicate=reg.duplicate,
+        dataset_created=reg.dataset_created,
     )

@@ -44,9 +44,7 @@ class Retry:
 
 STEP_RETRY = Retry(TRANSIENT_ERRORS, interval_seconds=2, backoff_rate=2.0, max_attempts=3, max_delay_seconds=30)
 COMPACT_RETRY = Retry(TRANSIENT_ERRORS, interval_seconds=5, backoff_rate=2.0, max_attempts=3, max_delay_seconds=60)
-FAILURE_PATH_RETRY = Retry(
-    ("States.ALL",), interval_seconds=2, backoff_rate=2.0, max_attempts=5, max_delay_seconds=60
-)
+FAILURE_PATH_RETRY = Retry(("States.ALL",), interval_seconds=2, backoff_rate=2.0, max_attempts=5, max_delay_seconds=60)
 
 FAILURE_STATE = "RecordFailure"
 
@@ -116,24 +114,35 @@ def build_pipeline(map_max_concurrency: int = 8) -> Pipeline:
     add(Task("Validate", "validate", "$.validate", STEP_RETRY, timeout_seconds=60, next="ShouldCompact"))
     add(SkipChoice("ShouldCompact", "$.validate.action", "skip", when_equal="Skipped", otherwise="GetMetadata"))
     add(Task("GetMetadata", "get_metadata", "$.plan", STEP_RETRY, timeout_seconds=120, next="Compact"))
-    add(MapOverBins(
-        name="Compact",
-        items_path="$.plan.bins",
-        item_selector={
-            "runId.$": "$.execution.runId",
-            "datasetId.$": "$.execution.message.datasetId",
-            "planKey.$": "$.plan.planKey",
-            "bin.$": "$$.Map.Item.Value",
-        },
-        max_concurrency=map_max_concurrency,
-        iterator=Task("CompactBin", "compact", "$", COMPACT_RETRY, timeout_seconds=900, next=None, catch=False),
-        result_path="$.compact",
-        next="Update",
-    ))
+    add(
+        MapOverBins(
+            name="Compact",
+            items_path="$.plan.bins",
+            item_selector={
+                "runId.$": "$.execution.runId",
+                "datasetId.$": "$.execution.message.datasetId",
+                "planKey.$": "$.plan.planKey",
+                "bin.$": "$$.Map.Item.Value",
+            },
+            max_concurrency=map_max_concurrency,
+            iterator=Task("CompactBin", "compact", "$", COMPACT_RETRY, timeout_seconds=900, next=None, catch=False),
+            result_path="$.compact",
+            next="Update",
+        )
+    )
     add(Task("Update", "update", "$.update", STEP_RETRY, timeout_seconds=120, next="Done"))
     # The failure path: never lose a failed message again.
-    add(Task(FAILURE_STATE, "record_failure", "$.dlq", FAILURE_PATH_RETRY, timeout_seconds=60,
-             next="SendToDlq", catch=False))
+    add(
+        Task(
+            FAILURE_STATE,
+            "record_failure",
+            "$.dlq",
+            FAILURE_PATH_RETRY,
+            timeout_seconds=60,
+            next="SendToDlq",
+            catch=False,
+        )
+    )
     add(SendToDlq("SendToDlq", message_path="$.dlq", next="Failed"))
     return Pipeline(start_at="Validate", states=states)
 
