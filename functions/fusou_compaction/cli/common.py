@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -16,8 +17,9 @@ from fusou_compaction.catalog.client import Catalog
 from fusou_compaction.catalog.transport import PostgresRpc
 from fusou_compaction.local.stack import Endpoints
 
-err = Console(stderr=True)
-out = Console()
+# Rich assumes 80 columns when output is not a terminal (CI logs, files): give tables room.
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+out = Console(width=None if sys.stdout.isatty() else 140)
 
 EndpointsOption = Annotated[Path, typer.Option("--endpoints", help="endpoints.json written by `fusou-compaction dev`")]
 DEFAULT_ENDPOINTS = Path(".fusou/endpoints.json")

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-import pyarrow.fs as pafs
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -111,6 +110,8 @@ def compact_files(
     if not tables:
         err.print("[red]error:[/] no .parquet files found in the inputs")
         raise typer.Exit(2)
+
+    import pyarrow.fs as pafs  # after the engine: it picks Arrow's allocator before pyarrow loads
 
     fs = pafs.LocalFileSystem()
     plans = []

@@ -268,4 +268,4 @@ def _summary(items: list[DemoDataset]) -> None:
             f"{d.seconds:.1f}s",
             "[green]ok[/green]" if d.ok else f"[red]{d.run_status}[/red]",
         )
-    out.print(t, width=max(out.width, 130))
+    out.print(t)
