@@ -36,8 +36,10 @@ def test_compatible_types_merge_to_the_lossless_common_type(
     reverse = merge_types(b, a)
     assert reverse is not None
     # struct fields keep order of first appearance, so only the set is symmetric
-    assert sorted(map(str, reverse)) == sorted(map(str, expected)) if pa.types.is_struct(expected) else (
-        reverse == expected
+    assert (
+        sorted(map(str, reverse)) == sorted(map(str, expected))
+        if pa.types.is_struct(expected)
+        else (reverse == expected)
     )
 
 

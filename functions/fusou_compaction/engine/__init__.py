@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fusou_compaction.engine import _arrow_env  # noqa: F401  (must run before pyarrow loads)
 from fusou_compaction.engine.errors import CorruptInputError, EngineError, SchemaCastError
 from fusou_compaction.engine.merge import (
     DEFAULT_TUNING,

@@ -12,6 +12,8 @@ Threads and memory:
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -40,11 +42,17 @@ class MergeTuning:
     max_row_group_rows: int = 1_048_576
     read_ahead_bytes: int = 16 * MiB  # decoded bytes in flight ahead of the writer
     whole_file_max_bytes: int = 32 * MiB  # inputs up to this size are fetched in one read
-    io_threads: int = 4  # concurrent fetch+decode per bin; raise for object stores far away
+    # Concurrent fetch+decode per bin. None: 4 on a local disk, 16 on an object store, where each
+    # small GET waits ~30 ms and only concurrency hides it (memory stays bounded by read-ahead).
+    io_threads: int | None = None
     compression_level: int = 1  # zstd 1: ~25% cheaper to encode than 3 for ~0% size on this data
     dictionary_max_ratio: float = 0.1  # dictionary-encode a leaf column if distinct/values <= this
     write_buffer_bytes: int = 4 * MiB  # the encoder's writes reach the sink in chunks this big
     statistics: Literal["all", "scalars"] = "scalars"  # see writer_options
+    # Parsed footers kept from phase 1 for small inputs, ~30 KB each in memory: memory that grows
+    # with the number of inputs, for ~1% CPU saved (bench/RESULTS.md). Inputs read row group by
+    # row group always keep theirs (they are few and large).
+    cached_footers: int = 0
     delta_timestamps: bool = True
 
 
@@ -54,11 +62,10 @@ PARALLEL_TUNING = MergeTuning(row_group_bytes=8 * MiB, read_ahead_bytes=8 * MiB,
 
 
 def use_system_allocator() -> None:
-    """Make Arrow allocate with malloc instead of mimalloc, process-wide.
+    """Make Arrow's Python-level default pool malloc (see engine/_arrow_env.py for the C++ one).
 
-    mimalloc keeps freed pages in per-thread heaps; with a decode pool that churns through
-    thousands of small tables this nearly doubled peak RSS (see bench/RESULTS.md) at no speed
-    gain. Call once at start-up of a process that runs compactions (CLI, compaction Lambda).
+    Call once at start-up of a process that runs compactions (the CLI; the compaction Lambda's
+    cold start, which should also set ARROW_DEFAULT_MEMORY_POOL=system in its environment).
     """
     pa.set_memory_pool(pa.system_memory_pool())
 
@@ -94,9 +101,15 @@ class BinResult:
 
 @dataclass(slots=True)
 class _Footer:
+    """What phase 1 keeps per input: small, so a bin of 10,000 tiny fragments stays cheap."""
+
     input: InputFile
-    metadata: pq.FileMetaData
-    schema: pa.Schema
+    num_rows: int
+    row_groups: tuple[tuple[int, int], ...]  # (rows, uncompressed bytes) per row group
+    schema: pa.Schema  # shared between inputs with the same fingerprint
+    # The parsed footer (~30 KB in memory) is kept only for inputs read row group by row group
+    # and the first MergeTuning.cached_footers inputs; the rest are parsed again when fetched.
+    metadata: pq.FileMetaData | None
 
 
 @dataclass(slots=True)
@@ -110,22 +123,37 @@ def _corrupt(inp: InputFile, exc: BaseException) -> CorruptInputError:
     return CorruptInputError(inp.id, inp.path, reason)
 
 
-def _read_footer(fs: pafs.FileSystem, inp: InputFile) -> _Footer:
+class _SchemaInterner:
+    """One Schema object per distinct fingerprint: thousands of fragments share a few schemas."""
+
+    def __init__(self) -> None:
+        self._by_fp: dict[str, pa.Schema] = {}
+        self._lock = threading.Lock()
+
+    def intern(self, schema: pa.Schema) -> pa.Schema:
+        fp = schema_fingerprint(schema) + str(schema.types)  # exact types: encodings matter to casts
+        with self._lock:
+            return self._by_fp.setdefault(fp, schema)
+
+
+def _read_footer(fs: pafs.FileSystem, inp: InputFile, keep: bool, schemas: _SchemaInterner) -> _Footer:
     try:
         with fs.open_input_file(inp.path) as f:
             pf = pq.ParquetFile(f)
-            metadata = pf.metadata
+            md = pf.metadata
             schema = pf.schema_arrow
     except (OSError, pa.ArrowException, ValueError) as exc:
         raise _corrupt(inp, exc) from exc
-    if inp.row_count is not None and inp.row_count != metadata.num_rows:
-        raise CorruptInputError(inp.id, inp.path, f"footer has {metadata.num_rows} rows, catalog says {inp.row_count}")
-    return _Footer(inp, metadata, schema)
+    if inp.row_count is not None and inp.row_count != md.num_rows:
+        raise CorruptInputError(inp.id, inp.path, f"footer has {md.num_rows} rows, catalog says {inp.row_count}")
+    row_groups = tuple((md.row_group(i).num_rows, md.row_group(i).total_byte_size) for i in range(md.num_row_groups))
+    keep = keep or len(row_groups) > 1
+    return _Footer(inp, md.num_rows, row_groups, schemas.intern(schema), md if keep else None)
 
 
-def _decoded_estimate(md: pq.FileMetaData, row_groups: Sequence[int]) -> int:
-    # Parquet's uncompressed size is close to the decoded Arrow size for this kind of data.
-    return sum(md.row_group(i).total_byte_size for i in row_groups) or 1
+def _decoded_estimate(footer: _Footer, row_groups: Sequence[int]) -> int:
+    # Parquet's uncompressed size: a lower bound of the decoded size, scaled by a learned ratio.
+    return sum(footer.row_groups[i][1] for i in row_groups) or 1
 
 
 class _Reader:
@@ -168,8 +196,8 @@ class _Reader:
     def _huge_row_group(self, footer: _Footer, index: int, schema: pa.Schema) -> Iterator[pa.Table]:
         # A row group bigger than our budget is decoded in slices, page by page, on this thread.
         inp = footer.input
-        rg = footer.metadata.row_group(index)
-        per_row = max(1, rg.total_byte_size // max(1, rg.num_rows))
+        rg_rows, rg_bytes = footer.row_groups[index]
+        per_row = max(1, rg_bytes // max(1, rg_rows))
         batch_rows = max(1024, self._tuning.row_group_bytes // 4 // per_row)
         try:
             with self._fs.open_input_file(inp.path) as f:
@@ -218,17 +246,16 @@ class _Reader:
 
         try:
             for footer in footers:
-                md = footer.metadata
                 inp = footer.input
-                rg_indices = [i for i in range(md.num_row_groups) if md.row_group(i).num_rows > 0]
-                whole = _decoded_estimate(md, rg_indices)
+                rg_indices = [i for i, (rows, _) in enumerate(footer.row_groups) if rows > 0]
+                whole = _decoded_estimate(footer, rg_indices)
                 if (
                     inp.size_bytes <= self._tuning.whole_file_max_bytes
                     and whole * ratio <= self._tuning.row_group_bytes
                 ):
                     units = [(whole, -1)]
                 else:
-                    units = [(_decoded_estimate(md, [i]), i) for i in rg_indices]
+                    units = [(_decoded_estimate(footer, [i]), i) for i in rg_indices]
                 for est, rg in units:
                     charged = int(est * ratio)
                     # Wait for the oldest pieces until this one fits the read-ahead budget.
@@ -428,14 +455,21 @@ def compact_bin(
     outputs: list[OutputFile] = []
     opened: list[_OutputWriter] = []
     counter = 0
-    with ThreadPoolExecutor(max_workers=tuning.io_threads, thread_name_prefix="fusou-read") as pool:
+    io_threads = tuning.io_threads or (4 if isinstance(source_fs, pafs.LocalFileSystem) else 16)
+    with ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="fusou-read") as pool:
         try:
-            footers = list(pool.map(lambda i: _read_footer(source_fs, i), inputs))
-            nonempty = [f for f in footers if f.metadata.num_rows > 0]
-            empty = [f.input.id for f in footers if f.metadata.num_rows == 0]
+            schemas = _SchemaInterner()
+            footers = list(
+                pool.map(
+                    lambda n: _read_footer(source_fs, inputs[n], n < tuning.cached_footers, schemas),
+                    range(len(inputs)),
+                )
+            )
+            nonempty = [f for f in footers if f.num_rows > 0]
+            empty = [f.input.id for f in footers if f.num_rows == 0]
             if on_input_read is not None:
                 for f in footers:
-                    if f.metadata.num_rows == 0:
+                    if f.num_rows == 0:
                         on_input_read(f.input)
             reader = _Reader(source_fs, pool, tuning, on_input_read)
             for group in unify_schemas([f.schema for f in nonempty]):
@@ -464,7 +498,7 @@ def compact_bin(
             raise
     return BinResult(
         outputs=outputs,
-        rows_in=sum(f.metadata.num_rows for f in footers),
+        rows_in=sum(f.num_rows for f in footers),
         bytes_in=sum(i.size_bytes for i in inputs),
         files_in=len(inputs),
         consumed_without_output=empty,
@@ -529,6 +563,13 @@ def _write_group(
         yield current
 
 
+def _release_free_memory() -> None:
+    # Between bins, hand the pages malloc keeps for freed blocks back to the OS (glibc only), so
+    # a long run of many bins peaks like a short one instead of drifting up with fragmentation.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 @dataclass(frozen=True, slots=True)
 class BinJob:
     bin: PlannedBin
@@ -567,20 +608,23 @@ def compact_bins(
     # Biggest bins first: the longest job starts early and the tail stays short.
     order = sorted(range(len(jobs)), key=lambda i: -jobs[i].bin.estimated_bytes)
     results: dict[int, BinResult] = {}
-    with ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="fusou-bin") as pool:
-        futures = {
-            pool.submit(
-                compact_bin,
-                jobs[i].bin,
+
+    def run(job: BinJob) -> BinResult:
+        try:
+            return compact_bin(
+                job.bin,
                 source_fs=source_fs,
-                open_output=jobs[i].open_output,
+                open_output=job.open_output,
                 target_file_size=target_file_size,
-                name_prefix=jobs[i].name_prefix,
+                name_prefix=job.name_prefix,
                 tuning=tuning,
                 on_input_read=on_input_read,
-            ): i
-            for i in order
-        }
+            )
+        finally:
+            _release_free_memory()
+
+    with ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="fusou-bin") as pool:
+        futures = {pool.submit(run, jobs[i]): i for i in order}
         try:
             for fut, i in futures.items():
                 results[i] = fut.result()
