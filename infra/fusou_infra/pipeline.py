@@ -68,6 +68,9 @@ class CompactionPipeline(Construct):
                 memory_mb=memory,
                 timeout_seconds=timeouts[key],
                 description=f"Compaction pipeline step: {key}",
+                # Arrow's system allocator returns memory between bins (bench/RESULTS.md: -70 MB);
+                # it must be set before pyarrow loads, so it is the function's environment.
+                environment={"ARROW_DEFAULT_MEMORY_POOL": "system"} if key == "compact" else None,
             )
             secrets.grant_read(self.steps[key])
         # Plans and manifests travel through plans/; Parquet is read and written under datasets/.
