@@ -27,6 +27,8 @@ def dev(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    # A parent may start us with these blocked (the mask survives exec): Ctrl-C must still work.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     options = StackOptions(data_dir=data_dir, api_port=api_port, aws_port=aws_port, pg_port=pg_port)
     try:
         stack = LocalStack(options).start()
