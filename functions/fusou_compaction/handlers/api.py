@@ -24,7 +24,6 @@ from uuid import UUID
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestUnsupportedContentType, RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
@@ -61,15 +60,24 @@ BINARY_MEDIA_TYPES = (*PARQUET_TYPES, MULTIPART)
 SHA256_HEX = r"^[0-9a-f]{64}$"
 
 app = APIGatewayRestResolver(enable_validation=True)
-app.configure_openapi(
-    title="FUSOU compaction API",
-    version="1.0.0",
-    description="Upload Parquet fragments, trigger compaction and read its state.",
-    security_schemes={
-        "supabaseJwt": HTTPBearer(bearerFormat="JWT", description="Supabase access token of the dataset owner"),
-        "adminToken": APIKey(name="X-Admin-Token", **{"in": APIKeyIn.header}),
-    },
-)
+
+
+def _configure_openapi() -> None:
+    # Powertools' OpenAPI models cost ~100 ms to import: only when the document is asked for,
+    # not on every cold start.
+    from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer
+
+    app.configure_openapi(
+        title="FUSOU compaction API",
+        version="1.0.0",
+        description="Upload Parquet fragments, trigger compaction and read its state.",
+        security_schemes={
+            "supabaseJwt": HTTPBearer(bearerFormat="JWT", description="Supabase access token of the dataset owner"),
+            "adminToken": APIKey(name="X-Admin-Token", **{"in": APIKeyIn.header}),
+        },
+    )
+
+
 USER: list[dict[str, list[str]]] = [{"supabaseJwt": []}]
 OWNER_OR_ADMIN: list[dict[str, list[str]]] = [{"supabaseJwt": []}, {"adminToken": []}]
 ADMIN: list[dict[str, list[str]]] = [{"adminToken": []}]
@@ -606,6 +614,7 @@ def dlq_redrive(body: RedriveRequest) -> RedriveResponse:
 
 @cache
 def openapi_document() -> str:
+    _configure_openapi()
     return app.get_openapi_json_schema()
 
 
