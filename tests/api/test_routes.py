@@ -249,10 +249,17 @@ def test_redrive_resends_recorded_failures_once_the_dlq_lambda_acknowledged_them
     # Given failures the DLQ Lambda recorded (and acknowledged): one redrivable, one that never parsed
     dataset = uuid4()
     body = json.dumps({"datasetId": str(dataset), "triggeredAt": "2025-12-17T00:00:00Z", "priority": "manual"})
-    api.deps.catalog.record_failure(source="dlq", error="Compact failed", message_id=f"m-{uuid4()}",
-                                    dataset_id=dataset, error_step="Compact", body=body)
-    api.deps.catalog.record_failure(source="dlq", error="invalid message", message_id=f"m-{uuid4()}",
-                                    error_step="Consumer", body="{bad json")
+    api.deps.catalog.record_failure(
+        source="dlq",
+        error="Compact failed",
+        message_id=f"m-{uuid4()}",
+        dataset_id=dataset,
+        error_step="Compact",
+        body=body,
+    )
+    api.deps.catalog.record_failure(
+        source="dlq", error="invalid message", message_id=f"m-{uuid4()}", error_step="Consumer", body="{bad json"
+    )
     # When an admin redrives twice
     first = body_of(call(sample_event("api_dlq_redrive.json", headers=api.admin(), body={"max": 10})))
     again = body_of(call(sample_event("api_dlq_redrive.json", headers=api.admin(), body={"max": 10})))

@@ -37,13 +37,19 @@ def port_open(url: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, Any], Path]]:
+def dev_stack(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, Any], Path]]:
     data_dir = tmp_path_factory.mktemp("dev")
     # Files, not pipes: a pipe nobody drains fills up and blocks the stack's logging.
     out, errs = data_dir / "stdout", data_dir / "stderr"
     with out.open("wb") as o, errs.open("wb") as e:
-        proc = subprocess.Popen([str(BIN / "fusou-compaction"), "dev", "--data-dir", str(data_dir)],
-                                stdout=o, stderr=e, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(BIN / "fusou-compaction"), "dev", "--data-dir", str(data_dir)],
+            stdout=o,
+            stderr=e,
+            start_new_session=True,
+        )
     ready = ""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:

@@ -133,9 +133,7 @@ class LocalRunner:
             base = self.rng.uniform(0, base)
         return base * self.time_scale
 
-    def _invoke(
-        self, ex: Execution, state: str, function: str, retry: Retry, payload: Any, *, timeout: int
-    ) -> Any:
+    def _invoke(self, ex: Execution, state: str, function: str, retry: Retry, payload: Any, *, timeout: int) -> Any:
         attempt = 0
         while True:
             attempt += 1
