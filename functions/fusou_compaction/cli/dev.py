@@ -47,7 +47,10 @@ def dev(
             f"queue      {ep.queue_url}\nDLQ        {ep.dlq_url}\nCtrl-C stops everything."
         )
         print(f"ready {path}", flush=True)
-        stop.wait()
+        # Wake up regularly: the kernel may deliver SIGINT to any of our threads, and CPython runs
+        # the handler only when the main thread returns to the interpreter loop.
+        while not stop.wait(0.25):
+            pass
     finally:
         err.print("stopping…")
         stack.stop()
