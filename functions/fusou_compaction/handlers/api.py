@@ -376,6 +376,14 @@ def _caller(*, admin_only: bool = False) -> Caller:
     return caller
 
 
+def _check_owner_or_admin(deps: Dependencies, dataset_id: UUID) -> None:
+    """404 for an unknown dataset, 403 for another user's; admins pass."""
+    caller = _caller()
+    dataset = deps.catalog.get_dataset(dataset_id)
+    if not caller.may_access(dataset.owner_id):
+        raise Forbidden(f"dataset {dataset_id} belongs to another user")
+
+
 def _user(caller: Caller) -> UUID:
     if caller.user_id is None:
         raise Forbidden("uploads belong to a user: send the owner's Supabase JWT")
@@ -527,11 +535,8 @@ def upload_url(body: UploadUrlRequest) -> UploadUrlResponse:
     responses=_responses(202, SanitizeResponse, "enqueued", 400, 401, 403, 404, 422),
 )
 def sanitize_state(body: DatasetRequest) -> SanitizeResponse:
-    caller = _caller()
     deps = _deps()
-    dataset = deps.catalog.get_dataset(body.dataset_id)
-    if not caller.may_access(dataset.owner_id):
-        raise Forbidden(f"dataset {body.dataset_id} belongs to another user")
+    _check_owner_or_admin(deps, body.dataset_id)
     message = CompactionMessage(dataset_id=body.dataset_id, priority="manual")
     message_id = deps.queue.send(message.model_dump_json(by_alias=True))
     logger.info("manual compaction enqueued", extra={"datasetId": str(body.dataset_id), "messageId": message_id})
@@ -581,11 +586,8 @@ def dlq_status() -> DlqStatusResponse:
     responses=_responses(200, DatasetStatusResponse, "the dataset", 401, 403, 404, 422),
 )
 def dataset_status(dataset_id: UUID) -> DatasetStatusResponse:
-    caller = _caller()
     deps = _deps()
-    dataset = deps.catalog.get_dataset(dataset_id)
-    if not caller.may_access(dataset.owner_id):
-        raise Forbidden(f"dataset {dataset_id} belongs to another user")
+    _check_owner_or_admin(deps, dataset_id)
     return DatasetStatusResponse.model_validate(dataset_status_body(deps.catalog, dataset_id))
 
 
