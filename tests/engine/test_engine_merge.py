@@ -327,7 +327,7 @@ def test_a_failing_output_aborts_the_open_output_and_propagates(tmp_path: Path) 
             source_fs=pafs.LocalFileSystem(),
             open_output=sink,
             target_file_size=200 * 1024,
-            tuning=MergeTuning(row_group_bytes=64 * 1024, read_ahead_bytes=64 * 1024, write_buffer_bytes=16 * 1024),
+            tuning=MergeTuning(row_group_bytes=64 * 1024, read_ahead_bytes=64 * 1024),
         )
 
     # Then the failing output was aborted (no partial file under its name), the finished one stays

@@ -4,15 +4,20 @@ Threads and memory:
 - A small pool fetches and decodes inputs ahead of the writer (whole small files as one buffer,
   big files row group by row group), casting each piece to its group's unified schema once.
   Arrow releases the GIL for fetch, decode and cast, so on two cores decoding overlaps encoding.
-- The calling thread only gathers decoded pieces into row groups (zero-copy) and encodes them.
-- Memory is bounded by ``read_ahead_bytes`` (decoded but not yet written) plus one row group of
-  ``row_group_bytes`` being encoded; it does not grow with the number or size of inputs.
+- The calling thread gathers decoded pieces into row groups (zero-copy) and hands each to an
+  encoder pool, which encodes it as a standalone one-row-group Parquet file in memory; the calling
+  thread then joins those, in order, into the output (engine/stitch.py: no page is re-encoded).
+  pyarrow encodes one file on one thread, so this is what lets one output use every core.
+- Memory is bounded by ``read_ahead_bytes`` (decoded but not yet written) plus the row groups of
+  ``row_group_bytes`` waiting for or in the encoders; it does not grow with the number or size of
+  inputs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -29,6 +34,7 @@ import pyarrow.types as pat
 from fusou_compaction.engine.errors import CorruptInputError, EngineError, SchemaCastError
 from fusou_compaction.engine.planner import DEFAULT_TARGET_FILE_SIZE, InputFile, MiB, PlannedBin
 from fusou_compaction.engine.schema import conform_table, schema_fingerprint, unify_schemas
+from fusou_compaction.engine.stitch import ParquetPart, ParquetStitcher, StitchError
 from fusou_compaction.ports.object_store import WritableObject
 
 OpenOutput = Callable[[str], WritableObject]
@@ -45,9 +51,11 @@ class MergeTuning:
     # Concurrent fetch+decode per bin. None: 4 on a local disk, 16 on an object store, where each
     # small GET waits ~30 ms and only concurrency hides it (memory stays bounded by read-ahead).
     io_threads: int | None = None
+    # Row groups of one output encoded at once (each on its own thread, joined in order after).
+    # None: one per available CPU; pending row groups are capped at this number plus one.
+    encode_threads: int | None = None
     compression_level: int = 1  # zstd 1: ~25% cheaper to encode than 3 for ~0% size on this data
     dictionary_max_ratio: float = 0.1  # dictionary-encode a leaf column if distinct/values <= this
-    write_buffer_bytes: int = 4 * MiB  # the encoder's writes reach the sink in chunks this big
     statistics: Literal["all", "scalars"] = "scalars"  # see writer_options
     # Parsed footers kept from phase 1 for small inputs, ~30 KB each in memory: memory that grows
     # with the number of inputs, for ~1% CPU saved (bench/RESULTS.md). Inputs read row group by
@@ -124,16 +132,18 @@ def _corrupt(inp: InputFile, exc: BaseException) -> CorruptInputError:
 
 
 class _SchemaInterner:
-    """One Schema object per distinct fingerprint: thousands of fragments share a few schemas."""
+    """One Schema object per distinct schema: thousands of fragments share a few schemas."""
 
     def __init__(self) -> None:
-        self._by_fp: dict[str, pa.Schema] = {}
+        self._by_key: dict[str, pa.Schema] = {}
         self._lock = threading.Lock()
 
     def intern(self, schema: pa.Schema) -> pa.Schema:
-        fp = schema_fingerprint(schema) + str(schema.types)  # exact types: encodings matter to casts
+        # Exact types (dictionary, unit, zone) are in the text: encodings matter to casts. The text
+        # is ~30x cheaper than a fingerprint, which unify_schemas computes once per distinct schema.
+        key = schema.to_string(show_field_metadata=False, show_schema_metadata=False)
         with self._lock:
-            return self._by_fp.setdefault(fp, schema)
+            return self._by_key.setdefault(key, schema)
 
 
 def _read_footer(fs: pafs.FileSystem, inp: InputFile, keep: bool, schemas: _SchemaInterner) -> _Footer:
@@ -146,7 +156,8 @@ def _read_footer(fs: pafs.FileSystem, inp: InputFile, keep: bool, schemas: _Sche
         raise _corrupt(inp, exc) from exc
     if inp.row_count is not None and inp.row_count != md.num_rows:
         raise CorruptInputError(inp.id, inp.path, f"footer has {md.num_rows} rows, catalog says {inp.row_count}")
-    row_groups = tuple((md.row_group(i).num_rows, md.row_group(i).total_byte_size) for i in range(md.num_row_groups))
+    groups = [md.row_group(i) for i in range(md.num_row_groups)]
+    row_groups = tuple((rg.num_rows, rg.total_byte_size) for rg in groups)
     keep = keep or len(row_groups) > 1
     return _Footer(inp, md.num_rows, row_groups, schemas.intern(schema), md if keep else None)
 
@@ -280,35 +291,6 @@ class _Reader:
                 fut.cancel()
 
 
-class _SinkAdapter:
-    """Lets pyarrow write into a WritableObject without ever closing (committing) it."""
-
-    def __init__(self, sink: WritableObject) -> None:
-        self._sink = sink
-        self.discard = False  # set on abort: late flushes from Arrow's buffers go nowhere
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        if self.discard:
-            return len(data)
-        return self._sink.write(data)
-
-    def tell(self) -> int:
-        return self._sink.tell()
-
-    def flush(self) -> None:
-        self._sink.flush()
-
-    def close(self) -> None:
-        pass  # commit is ours to decide
-
-    @property
-    def closed(self) -> bool:
-        return False
-
-    def writable(self) -> bool:
-        return True
-
-
 def _leaf_columns(
     name: str, arr: pa.ChunkedArray[Any] | pa.Array[Any]
 ) -> Iterator[tuple[str, pa.ChunkedArray[Any] | pa.Array[Any]]]:
@@ -371,56 +353,69 @@ def writer_options(first: pa.Table, tuning: MergeTuning) -> dict[str, Any]:
     return options
 
 
-class _OutputWriter:
-    """One output file: opened lazily, rolled over by the caller, aborted on any error."""
+def available_cpus() -> int:
+    """CPUs this process may run on (a Lambda's vCPUs; a container's CPU set), at least one."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
-    def __init__(self, name: str, sink: WritableObject, schema: pa.Schema, first: pa.Table, tuning: MergeTuning):
-        self.name = name
-        self.sink = sink
-        self.rows = 0
-        self.arrow_bytes = 0
-        self.input_ids: list[str] = []
-        self._seen: set[str] = set()
-        self._adapter = _SinkAdapter(sink)
-        self._stream = pa.BufferedOutputStream(
-            # a duck-typed file object: pyarrow only calls write/tell/flush/close
-            pa.PythonFile(self._adapter, mode="w"),  # type: ignore[arg-type]
-            buffer_size=tuning.write_buffer_bytes,
-        )
-        self._writer = pq.ParquetWriter(
-            self._stream,
+
+class _Encoder:
+    """Encodes row groups as standalone Parquet files in memory, several at once."""
+
+    def __init__(self, pool: ThreadPoolExecutor, tuning: MergeTuning) -> None:
+        self._pool = pool
+        self._tuning = tuning
+
+    def submit(self, table: pa.Table, schema: pa.Schema, options: dict[str, Any]) -> Future[ParquetPart]:
+        return self._pool.submit(self._encode, table, schema, options)
+
+    def _encode(self, table: pa.Table, schema: pa.Schema, options: dict[str, Any]) -> ParquetPart:
+        out = pa.BufferOutputStream()
+        with pq.ParquetWriter(
+            out,
             schema,
             compression="zstd",
-            compression_level=tuning.compression_level,
-            **writer_options(first, tuning),
-        )
+            compression_level=self._tuning.compression_level,
+            write_page_index=False,  # page offsets inside the data could not be moved by the stitcher
+            **options,
+        ) as writer:
+            writer.write_table(table, row_group_size=max(1, table.num_rows))
+        return ParquetPart(out.getvalue())
+
+
+class _OutputWriter:
+    """One output file, joined from encoded row groups; aborted on any error."""
+
+    def __init__(self, name: str, sink: WritableObject):
+        self.name = name
+        self.sink = sink
+        self.input_ids: list[str] = []
+        self._seen: set[str] = set()
+        self._stitcher = ParquetStitcher(sink.write)
+
+    @property
+    def rows(self) -> int:
+        return self._stitcher.rows
 
     def tell(self) -> int:
-        return self._stream.tell()
+        return self._stitcher.bytes_written
 
-    def write_row_group(self, table: pa.Table, input_ids: list[str]) -> None:
-        self._writer.write_table(table, row_group_size=max(1, table.num_rows))
-        self.rows += table.num_rows
-        self.arrow_bytes += table.nbytes
+    def append(self, part: ParquetPart, input_ids: list[str]) -> None:
+        self._stitcher.append(part)
         for i in input_ids:
             if i not in self._seen:
                 self._seen.add(i)
                 self.input_ids.append(i)
 
     def abort(self) -> None:
-        self._adapter.discard = True
-        for close in (self._writer.close, self._stream.close):
-            with contextlib.suppress(Exception):
-                close()
         if not self.sink.closed:
             with contextlib.suppress(Exception):
                 self.sink.abort()
 
     def finish(self, fingerprint: str) -> OutputFile:
-        self._writer.close()
-        self._stream.flush()
-        size = self._stream.tell()
-        self._stream.close()
+        size = self._stitcher.finish()
         self.sink.close()
         return OutputFile(self.name, self.rows, size, self.sink.sha256, fingerprint, self.input_ids)
 
@@ -456,7 +451,11 @@ def compact_bin(
     opened: list[_OutputWriter] = []
     counter = 0
     io_threads = tuning.io_threads or (4 if isinstance(source_fs, pafs.LocalFileSystem) else 16)
-    with ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="fusou-read") as pool:
+    encode_threads = tuning.encode_threads or available_cpus()
+    with (
+        ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="fusou-read") as pool,
+        ThreadPoolExecutor(max_workers=encode_threads, thread_name_prefix="fusou-encode") as encode_pool,
+    ):
         try:
             schemas = _SchemaInterner()
             footers = list(
@@ -472,24 +471,28 @@ def compact_bin(
                     if f.num_rows == 0:
                         on_input_read(f.input)
             reader = _Reader(source_fs, pool, tuning, on_input_read)
+            encoder = _Encoder(encode_pool, tuning)
             for group in unify_schemas([f.schema for f in nonempty]):
                 members = [nonempty[i] for i in group.members]
                 fingerprint = schema_fingerprint(group.schema)
 
-                def open_next(first: pa.Table, schema: pa.Schema = group.schema) -> _OutputWriter:
+                def open_next() -> _OutputWriter:
                     nonlocal counter
                     name = f"{prefix}-{counter:03d}.parquet"
                     counter += 1
-                    sink = open_output(name)
-                    try:
-                        writer = _OutputWriter(name, sink, schema, first, tuning)
-                    except BaseException:
-                        sink.abort()
-                        raise
+                    writer = _OutputWriter(name, open_output(name))
                     opened.append(writer)
                     return writer
 
-                for out in _write_group(reader.pieces(members, group.schema), open_next, target_file_size, tuning):
+                for out in _write_group(
+                    reader.pieces(members, group.schema),
+                    group.schema,
+                    encoder,
+                    open_next,
+                    target_file_size,
+                    tuning,
+                    max_pending=encode_threads + 1,
+                ):
                     outputs.append(out.finish(fingerprint))
         except BaseException:
             for writer in opened:
@@ -505,60 +508,84 @@ def compact_bin(
     )
 
 
-def _write_group(
+def _write_group(  # noqa: PLR0913
     pieces: Iterator[_Piece],
-    open_next: Callable[[pa.Table], _OutputWriter],
+    schema: pa.Schema,
+    encoder: _Encoder,
+    open_next: Callable[[], _OutputWriter],
     target_file_size: int,
     tuning: MergeTuning,
+    max_pending: int,
 ) -> Iterator[_OutputWriter]:
-    """Gather pieces into row groups and write them, rolling to a new output near the target.
+    """Gather pieces into row groups, encode them in parallel, join them in order into outputs.
 
-    Yields each finished (not yet closed) output; the caller closes it.
+    A new output is started when the next encoded row group would push the current one past
+    ``target_file_size`` (exact: the encoded size is known when it is placed). Yields each
+    finished (not yet closed) output; the caller closes it.
     """
     chunks: list[pa.Table] = []
     chunk_ids: list[str] = []
     chunk_rows = 0
     chunk_bytes = 0
+    options: dict[str, Any] | None = None
+    pending: deque[tuple[Future[ParquetPart], list[str]]] = deque()
     current: _OutputWriter | None = None
 
+    def place() -> Iterator[_OutputWriter]:
+        nonlocal current
+        fut, ids = pending.popleft()
+        try:
+            part = fut.result()
+        except StitchError as exc:  # our encoder wrote something the stitcher cannot join: a bug
+            raise EngineError(f"encoded row group cannot be joined: {exc}") from exc
+        if current is not None and current.rows and current.tell() + part.body_size > target_file_size:
+            yield current
+            current = None
+        if current is None:
+            current = open_next()
+        current.append(part, ids)
+
     def flush() -> Iterator[_OutputWriter]:
-        nonlocal chunks, chunk_ids, chunk_rows, chunk_bytes, current
+        nonlocal chunks, chunk_ids, chunk_rows, chunk_bytes, options
         if not chunks:
             return
         table = pa.concat_tables(chunks) if len(chunks) > 1 else chunks[0]
-        if current is not None and current.rows:
-            # Roll over before this row group would push the file past the target.
-            ratio = current.tell() / max(1, current.arrow_bytes)
-            if current.tell() + ratio * chunk_bytes > target_file_size:
-                yield current
-                current = None
-        if current is None:
-            current = open_next(table)
-        current.write_row_group(table, chunk_ids)
+        if options is None:  # one set of encoding choices per group: the parts must share a schema
+            options = writer_options(table, tuning)
+        pending.append((encoder.submit(table, schema, options), chunk_ids))
         chunks, chunk_ids, chunk_rows, chunk_bytes = [], [], 0, 0
+        # Bound memory (row groups waiting or encoding), and place finished ones early.
+        while len(pending) > max_pending or (pending and pending[0][0].done()):
+            yield from place()
 
-    for piece in pieces:
-        table = piece.table
-        if table.num_rows == 0:
-            continue
-        per_row = max(1, table.nbytes // table.num_rows)
-        offset = 0
-        while offset < table.num_rows:
-            room = min(
-                tuning.max_row_group_rows - chunk_rows,
-                max(1, (tuning.row_group_bytes - chunk_bytes) // per_row),
-            )
-            take = min(room, table.num_rows - offset)
-            part = table if (offset == 0 and take == table.num_rows) else table.slice(offset, take)
-            chunks.append(part)
-            if not chunk_ids or chunk_ids[-1] != piece.input_id:
-                chunk_ids.append(piece.input_id)
-            chunk_rows += take
-            chunk_bytes += take * per_row
-            offset += take
-            if chunk_rows >= tuning.max_row_group_rows or chunk_bytes >= tuning.row_group_bytes:
-                yield from flush()
-    yield from flush()
+    try:
+        for piece in pieces:
+            table = piece.table
+            if table.num_rows == 0:
+                continue
+            per_row = max(1, table.nbytes // table.num_rows)
+            offset = 0
+            while offset < table.num_rows:
+                room = min(
+                    tuning.max_row_group_rows - chunk_rows,
+                    max(1, (tuning.row_group_bytes - chunk_bytes) // per_row),
+                )
+                take = min(room, table.num_rows - offset)
+                part = table if (offset == 0 and take == table.num_rows) else table.slice(offset, take)
+                chunks.append(part)
+                if not chunk_ids or chunk_ids[-1] != piece.input_id:
+                    chunk_ids.append(piece.input_id)
+                chunk_rows += take
+                chunk_bytes += take * per_row
+                offset += take
+                if chunk_rows >= tuning.max_row_group_rows or chunk_bytes >= tuning.row_group_bytes:
+                    yield from flush()
+        yield from flush()
+        while pending:
+            yield from place()
+    finally:
+        for fut, _ in pending:
+            fut.cancel()
     if current is not None:
         yield current
 

@@ -192,12 +192,16 @@ def unify_schemas(schemas: Sequence[pa.Schema]) -> list[SchemaGroup]:
     """
     groups: list[SchemaGroup] = []
     merged_fp: list[set[str]] = []  # fingerprints already absorbed by each group: skip re-merging
+    # Callers usually pass the same few Schema objects thousands of times (one per fragment).
+    fingerprints: dict[int, str] = {}
     for index, schema in enumerate(schemas):
         if len(set(schema.names)) != len(schema.names):
             groups.append(SchemaGroup(normalize_schema(schema), [index]))
             merged_fp.append({"\0unmergeable"})
             continue
-        fp = schema_fingerprint(schema)
+        fp = fingerprints.get(id(schema))
+        if fp is None:
+            fp = fingerprints[id(schema)] = schema_fingerprint(schema)
         for g, group in enumerate(groups):
             if fp in merged_fp[g]:
                 group.members.append(index)

@@ -1,0 +1,227 @@
+"""Thrift's compact protocol without a schema: just enough to rewrite Parquet footers losslessly.
+
+Why not a Thrift library: thriftpy2 and Apache Thrift decode into classes generated from an IDL,
+and drop every field the IDL does not know. A footer written by a newer pyarrow (size statistics,
+geospatial statistics, ...) must pass through byte for byte, so this codec keeps every field as it
+came, in wire order, and the stitcher only touches the offset fields it knows by number.
+
+Wire format (https://github.com/apache/thrift/blob/master/doc/specs/thrift-compact-protocol.md):
+field headers are ``delta << 4 | type`` (or ``type`` followed by a zigzag varint id), integers are
+zigzag varints, binary is a varint length then bytes, lists carry ``size << 4 | element type``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Compact type ids. Booleans as struct fields carry their value in the type (TRUE / FALSE).
+STOP, TRUE, FALSE, BYTE, I16, I32, I64, DOUBLE, BINARY, LIST, SET, MAP, STRUCT, UUID = range(14)
+
+
+class ThriftError(ValueError):
+    """The bytes are not a well-formed compact-protocol struct."""
+
+
+@dataclass(slots=True)
+class Struct:
+    """Fields as ``(id, compact type, value)`` in wire order."""
+
+    fields: list[tuple[int, int, Any]] = field(default_factory=list)
+
+    def get(self, fid: int) -> Any:
+        for f, _, v in self.fields:
+            if f == fid:
+                return v
+        return None
+
+    def has(self, fid: int) -> bool:
+        return any(f == fid for f, _, _ in self.fields)
+
+    def set(self, fid: int, ttype: int, value: Any) -> None:
+        """Replace field ``fid``, or insert it keeping ids ascending (as Thrift writers do)."""
+        for i, (f, _, _) in enumerate(self.fields):
+            if f == fid:
+                self.fields[i] = (fid, ttype, value)
+                return
+            if f > fid:
+                self.fields.insert(i, (fid, ttype, value))
+                return
+        self.fields.append((fid, ttype, value))
+
+
+@dataclass(slots=True)
+class List:
+    etype: int
+    items: list[Any]
+
+
+@dataclass(slots=True)
+class Map:
+    ktype: int
+    vtype: int
+    items: list[tuple[Any, Any]]
+
+
+class _Reader:
+    __slots__ = ("buf", "pos")
+
+    def __init__(self, buf: bytes) -> None:
+        self.buf = buf
+        self.pos = 0
+
+    def byte(self) -> int:
+        try:
+            b = self.buf[self.pos]
+        except IndexError:
+            raise ThriftError("truncated struct") from None
+        self.pos += 1
+        return b
+
+    def varint(self) -> int:
+        result = shift = 0
+        while True:
+            b = self.byte()
+            result |= (b & 0x7F) << shift
+            if b < 0x80:
+                return result
+            shift += 7
+            if shift > 70:
+                raise ThriftError("varint too long")
+
+    def zigzag(self) -> int:
+        n = self.varint()
+        return (n >> 1) ^ -(n & 1)
+
+    def raw(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.buf):
+            raise ThriftError("truncated value")
+        out = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def value(self, ttype: int) -> Any:  # noqa: PLR0911
+        if ttype in (I16, I32, I64):
+            return self.zigzag()
+        if ttype == BINARY:
+            return self.raw(self.varint())
+        if ttype == STRUCT:
+            return self.struct()
+        if ttype in (LIST, SET):
+            header = self.byte()
+            size, etype = header >> 4, header & 0x0F
+            if size == 15:
+                size = self.varint()
+            if etype in (TRUE, FALSE):  # booleans in collections: one byte each, kept as sent
+                return List(etype, [self.byte() for _ in range(size)])
+            return List(etype, [self.value(etype) for _ in range(size)])
+        if ttype == MAP:
+            size = self.varint()
+            if size == 0:
+                return Map(0, 0, [])
+            kv = self.byte()
+            ktype, vtype = kv >> 4, kv & 0x0F
+            return Map(ktype, vtype, [(self.value(ktype), self.value(vtype)) for _ in range(size)])
+        if ttype == BYTE:
+            return self.byte()
+        if ttype == DOUBLE:
+            return self.raw(8)
+        if ttype == UUID:
+            return self.raw(16)
+        if ttype in (TRUE, FALSE):  # a boolean inside a map
+            return self.byte()
+        raise ThriftError(f"unknown compact type {ttype}")
+
+    def struct(self) -> Struct:
+        fields: list[tuple[int, int, Any]] = []
+        last = 0
+        while True:
+            header = self.byte()
+            if header == STOP:
+                return Struct(fields)
+            ttype = header & 0x0F
+            delta = header >> 4
+            fid = last + delta if delta else self.zigzag()
+            if ttype in (TRUE, FALSE):
+                fields.append((fid, ttype, ttype == TRUE))
+            else:
+                fields.append((fid, ttype, self.value(ttype)))
+            last = fid
+
+
+def decode_struct(buf: bytes | memoryview) -> Struct:
+    """Decode one struct; the whole buffer must be consumed."""
+    reader = _Reader(bytes(buf))
+    out = reader.struct()
+    if reader.pos != len(reader.buf):
+        raise ThriftError(f"{len(reader.buf) - reader.pos} bytes after the struct")
+    return out
+
+
+def _varint(out: bytearray, n: int) -> None:
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
+def _zigzag(out: bytearray, n: int) -> None:
+    _varint(out, (n << 1) if n >= 0 else ((-n) << 1) - 1)
+
+
+def _value(out: bytearray, ttype: int, value: Any) -> None:  # noqa: PLR0912
+    if ttype in (I16, I32, I64):
+        _zigzag(out, value)
+    elif ttype == BINARY:
+        _varint(out, len(value))
+        out += value
+    elif ttype == STRUCT:
+        _struct(out, value)
+    elif ttype in (LIST, SET):
+        size = len(value.items)
+        if size < 15:
+            out.append(size << 4 | value.etype)
+        else:
+            out.append(0xF0 | value.etype)
+            _varint(out, size)
+        if value.etype in (TRUE, FALSE):
+            out += bytes(value.items)
+        else:
+            for item in value.items:
+                _value(out, value.etype, item)
+    elif ttype == MAP:
+        _varint(out, len(value.items))
+        if value.items:
+            out.append(value.ktype << 4 | value.vtype)
+            for k, v in value.items:
+                _value(out, value.ktype, k)
+                _value(out, value.vtype, v)
+    elif ttype in (BYTE, TRUE, FALSE):
+        out.append(value)
+    elif ttype in (DOUBLE, UUID):
+        out += value
+    else:
+        raise ThriftError(f"unknown compact type {ttype}")
+
+
+def _struct(out: bytearray, struct: Struct) -> None:
+    last = 0
+    for fid, ttype, value in struct.fields:
+        if ttype in (TRUE, FALSE):
+            ttype = TRUE if value else FALSE
+        delta = fid - last
+        if 0 < delta <= 15:
+            out.append(delta << 4 | ttype)
+        else:
+            out.append(ttype)
+            _zigzag(out, fid)
+        if ttype not in (TRUE, FALSE):
+            _value(out, ttype, value)
+        last = fid
+    out.append(STOP)
+
+
+def encode_struct(struct: Struct) -> bytes:
+    out = bytearray()
+    _struct(out, struct)
+    return bytes(out)
