@@ -124,6 +124,13 @@ class _Footer:
 class _Piece:
     input_id: str
     table: pa.Table
+    nbytes: int  # decoded Arrow bytes, measured on the decode thread
+
+
+def _sized(table: pa.Table) -> tuple[pa.Table, int]:
+    # get_total_buffer_size: ~5x cheaper than nbytes (no de-duplication of shared buffers), and
+    # exact for freshly decoded tables, which share nothing.
+    return table, table.get_total_buffer_size()
 
 
 def _corrupt(inp: InputFile, exc: BaseException) -> CorruptInputError:
@@ -244,16 +251,16 @@ class _Reader:
         # Parquet's uncompressed size understates Arrow's decoded size (dictionary strings, list
         # offsets, validity): 1.5-4x on this lake. Learn the ratio from what was decoded so far.
         ratio = 2.0
-        pending: deque[tuple[str, Future[pa.Table], int, int]] = deque()
+        pending: deque[tuple[str, Future[tuple[pa.Table, int]], int, int]] = deque()
         in_flight = 0
 
         def pop() -> _Piece:
             nonlocal in_flight, ratio
             input_id, fut, charged, est = pending.popleft()
             in_flight -= charged
-            table = fut.result()
-            ratio = 0.8 * ratio + 0.2 * (table.nbytes / est)
-            return _Piece(input_id, table)
+            table, nbytes = fut.result()
+            ratio = 0.8 * ratio + 0.2 * (nbytes / est)
+            return _Piece(input_id, table, nbytes)
 
         try:
             for footer in footers:
@@ -276,12 +283,12 @@ class _Reader:
                         while pending:  # keep order: drain before decoding inline
                             yield pop()
                         for table in self._huge_row_group(footer, rg, schema):
-                            yield _Piece(inp.id, table)
+                            yield _Piece(inp.id, *_sized(table))
                         continue
                     if rg < 0:
-                        fut = self._pool.submit(self._whole, footer, schema)
+                        fut = self._pool.submit(lambda f=footer: _sized(self._whole(f, schema)))
                     else:
-                        fut = self._pool.submit(self._row_group, footer, rg, schema)
+                        fut = self._pool.submit(lambda f=footer, i=rg: _sized(self._row_group(f, i, schema)))
                     pending.append((inp.id, fut, charged, est))
                     in_flight += charged
             while pending:
@@ -458,8 +465,10 @@ def compact_bin(
     ):
         try:
             schemas = _SchemaInterner()
+            # Footers first (the encoders are idle until then): the larger pool reads them.
+            footer_pool = pool if io_threads >= encode_threads else encode_pool
             footers = list(
-                pool.map(
+                footer_pool.map(
                     lambda n: _read_footer(source_fs, inputs[n], n < tuning.cached_footers, schemas),
                     range(len(inputs)),
                 )
@@ -563,7 +572,7 @@ def _write_group(  # noqa: PLR0913
             table = piece.table
             if table.num_rows == 0:
                 continue
-            per_row = max(1, table.nbytes // table.num_rows)
+            per_row = max(1, piece.nbytes // table.num_rows)
             offset = 0
             while offset < table.num_rows:
                 room = min(

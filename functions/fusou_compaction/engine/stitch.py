@@ -38,6 +38,9 @@ _CC_FILE_PATH, _CC_FILE_OFFSET, _CC_META = 1, 2, 3
 _CC_PAGE_INDEX = (4, 5, 6, 7)  # offset/column index offsets and lengths
 _CC_ENCRYPTION = (8, 9)
 _CMD_OFFSETS = (9, 10, 11, 14)  # data page, index page, dictionary page, bloom filter
+# Decode only the way down to the offsets (row groups -> column chunks -> column metadata); the
+# schema, statistics and key-value metadata stay as bytes: ~2x cheaper per part.
+_PLAN = {_FMD_ROW_GROUPS: {_RG_COLUMNS: {_CC_META: {}}}}
 
 
 class StitchError(ValueError):
@@ -54,7 +57,7 @@ def _footer(view: memoryview) -> tuple[Struct, int]:
     if start < 4:
         raise StitchError("footer length points outside the file")
     try:
-        return decode_struct(view[start : n - 8]), start
+        return decode_struct(view[start : n - 8], _PLAN), start
     except ThriftError as exc:
         raise StitchError(f"unreadable footer: {exc}") from exc
 

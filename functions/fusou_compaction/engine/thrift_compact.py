@@ -51,6 +51,19 @@ class Struct:
 
 
 @dataclass(slots=True)
+class Raw:
+    """A container field kept as its encoded bytes (see ``decode_struct``'s ``plan``)."""
+
+    data: bytes
+
+
+# Which container fields to decode, by field id, nested: {4: {1: {}}} decodes field 4 and, in
+# each struct it holds, field 1; every other container stays Raw. None decodes everything.
+Plan = dict[int, "Plan"] | None
+_CONTAINERS = frozenset((LIST, SET, MAP, STRUCT))
+
+
+@dataclass(slots=True)
 class List:
     etype: int
     items: list[Any]
@@ -100,13 +113,49 @@ class _Reader:
         self.pos += n
         return out
 
-    def value(self, ttype: int) -> Any:  # noqa: PLR0911
+    def skip(self, ttype: int) -> None:
+        """Move past one value without building it."""
+        if ttype in (I16, I32, I64):
+            self.varint()
+        elif ttype == BINARY:
+            self.raw(self.varint())
+        elif ttype == STRUCT:
+            while True:
+                header = self.byte()
+                if header == STOP:
+                    return
+                if not header >> 4:
+                    self.zigzag()
+                if header & 0x0F not in (TRUE, FALSE):
+                    self.skip(header & 0x0F)
+        elif ttype in (LIST, SET):
+            header = self.byte()
+            size, etype = header >> 4, header & 0x0F
+            if size == 15:
+                size = self.varint()
+            for _ in range(size):
+                self.skip(BYTE if etype in (TRUE, FALSE) else etype)
+        elif ttype == MAP:
+            size = self.varint()
+            if size:
+                kv = self.byte()
+                for _ in range(size):
+                    self.skip(kv >> 4)
+                    self.skip(kv & 0x0F)
+        elif ttype in (BYTE, TRUE, FALSE):
+            self.byte()
+        elif ttype in (DOUBLE, UUID):
+            self.raw(8 if ttype == DOUBLE else 16)
+        else:
+            raise ThriftError(f"unknown compact type {ttype}")
+
+    def value(self, ttype: int, plan: Plan = None) -> Any:  # noqa: PLR0911
         if ttype in (I16, I32, I64):
             return self.zigzag()
         if ttype == BINARY:
             return self.raw(self.varint())
         if ttype == STRUCT:
-            return self.struct()
+            return self.struct(plan)
         if ttype in (LIST, SET):
             header = self.byte()
             size, etype = header >> 4, header & 0x0F
@@ -114,7 +163,7 @@ class _Reader:
                 size = self.varint()
             if etype in (TRUE, FALSE):  # booleans in collections: one byte each, kept as sent
                 return List(etype, [self.byte() for _ in range(size)])
-            return List(etype, [self.value(etype) for _ in range(size)])
+            return List(etype, [self.value(etype, plan) for _ in range(size)])
         if ttype == MAP:
             size = self.varint()
             if size == 0:
@@ -132,7 +181,7 @@ class _Reader:
             return self.byte()
         raise ThriftError(f"unknown compact type {ttype}")
 
-    def struct(self) -> Struct:
+    def struct(self, plan: Plan = None) -> Struct:
         fields: list[tuple[int, int, Any]] = []
         last = 0
         while True:
@@ -144,15 +193,24 @@ class _Reader:
             fid = last + delta if delta else self.zigzag()
             if ttype in (TRUE, FALSE):
                 fields.append((fid, ttype, ttype == TRUE))
+            elif plan is not None and ttype in _CONTAINERS and fid not in plan:
+                start = self.pos
+                self.skip(ttype)
+                fields.append((fid, ttype, Raw(self.buf[start : self.pos])))
             else:
-                fields.append((fid, ttype, self.value(ttype)))
+                fields.append((fid, ttype, self.value(ttype, None if plan is None else plan[fid] if fid in plan else {})))
             last = fid
 
 
-def decode_struct(buf: bytes | memoryview) -> Struct:
-    """Decode one struct; the whole buffer must be consumed."""
+def decode_struct(buf: bytes | memoryview, plan: Plan = None) -> Struct:
+    """Decode one struct; the whole buffer must be consumed.
+
+    With a ``plan``, only the container fields it names are decoded (recursively, with the plan
+    under that id); the others are kept as ``Raw`` bytes, written back verbatim and compared as
+    bytes. Scalars are always decoded.
+    """
     reader = _Reader(bytes(buf))
-    out = reader.struct()
+    out = reader.struct(plan)
     if reader.pos != len(reader.buf):
         raise ThriftError(f"{len(reader.buf) - reader.pos} bytes after the struct")
     return out
@@ -170,7 +228,9 @@ def _zigzag(out: bytearray, n: int) -> None:
 
 
 def _value(out: bytearray, ttype: int, value: Any) -> None:  # noqa: PLR0912
-    if ttype in (I16, I32, I64):
+    if type(value) is Raw:
+        out += value.data
+    elif ttype in (I16, I32, I64):
         _zigzag(out, value)
     elif ttype == BINARY:
         _varint(out, len(value))
