@@ -88,17 +88,10 @@ def read_unified_schemas(data: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- methods (run in the worker)
-def run_ours_serial(data: Path, out: Path, target: int, copies: int) -> None:
-    """One bin at a time with the default (single-bin, Lambda) tuning."""
-    os.environ["FUSOU_BENCH_PARALLEL"] = "1"
-    run_ours(data, out, target, copies)
-
-
 def run_ours(data: Path, out: Path, target: int, copies: int) -> None:
     import pyarrow.fs as pafs
 
     from fusou_compaction.engine import (
-        PARALLEL_TUNING,
         BinJob,
         InputFile,
         LocalDirSink,
@@ -110,9 +103,9 @@ def run_ours(data: Path, out: Path, target: int, copies: int) -> None:
 
     if os.environ.get("FUSOU_BENCH_ALLOCATOR", "system") == "system":
         use_system_allocator()
-    # Two bins at a time keep both cores encoding; each gets half the memory budget.
-    parallel = int(os.environ.get("FUSOU_BENCH_PARALLEL", "2"))
-    tuning = PARALLEL_TUNING if parallel > 1 else MergeTuning()
+    # As compact-files runs: one bin at a time, its row groups encoded on every core.
+    parallel = int(os.environ.get("FUSOU_BENCH_PARALLEL", "1"))
+    tuning = MergeTuning()
     if "FUSOU_BENCH_TUNING" in os.environ:  # for A/B experiments (bench/RESULTS.md)
         tuning = MergeTuning(**json.loads(os.environ["FUSOU_BENCH_TUNING"]))
     jobs = []
@@ -229,7 +222,6 @@ def run_encode_only(data: Path, out: Path, target: int, copies: int) -> dict[str
 
 METHODS = {
     "ours": run_ours,
-    "ours-serial": run_ours_serial,
     "duckdb": run_duckdb,
     "polars": run_polars,
     "pyarrow": run_pyarrow,

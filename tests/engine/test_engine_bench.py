@@ -23,7 +23,7 @@ def test_bench_quick_runs_every_method_and_ours_keeps_every_row() -> None:
     # Then it exits 0 (ours kept every row), and prints a line per method, the ratio and the 4x run
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
-    for method in ("ours", "ours-serial", "duckdb", "polars", "pyarrow", "decode-only", "encode-only"):
+    for method in ("ours", "duckdb", "polars", "pyarrow", "decode-only", "encode-only"):
         assert any(line.split()[:1] == [method] for line in lines), f"{method} missing:\n{proc.stdout}"
     ours = next(line for line in lines if line.startswith("ours "))
     assert " yes " in ours

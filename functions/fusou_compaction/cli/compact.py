@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Iterable
@@ -26,7 +25,6 @@ from fusou_compaction.cli.app import app
 from fusou_compaction.engine import (
     DEFAULT_TARGET_FILE_SIZE,
     DEFAULT_TUNING,
-    PARALLEL_TUNING,
     BinJob,
     EngineError,
     InputFile,
@@ -145,7 +143,6 @@ def compact_files(
         per_table[t.name] = {"files_in": 0, "rows_in": 0, "files_out": 0, "rows_out": 0, "bytes_out": 0}
         jobs.extend(BinJob(b, sink) for b in bins)
         job_tables.extend(t.name for _ in bins)
-    parallel = max(1, min(2, os.cpu_count() or 1))  # pyarrow encodes a file on one core: a bin per core
     use_system_allocator()
     try:
         with bar:
@@ -154,8 +151,7 @@ def compact_files(
                 jobs,
                 source_fs=fs,
                 target_file_size=target,
-                max_parallel=parallel,
-                tuning=PARALLEL_TUNING if parallel > 1 else DEFAULT_TUNING,
+                tuning=DEFAULT_TUNING,  # one bin at a time: each encodes on every core
                 on_input_read=lambda f: bar.advance(task, f.size_bytes),
             )
     except EngineError as exc:

@@ -6,7 +6,6 @@ from fusou_compaction.engine import _arrow_env  # noqa: F401  (must run before p
 from fusou_compaction.engine.errors import CorruptInputError, EngineError, SchemaCastError
 from fusou_compaction.engine.merge import (
     DEFAULT_TUNING,
-    PARALLEL_TUNING,
     BinJob,
     BinResult,
     MergeTuning,
@@ -38,7 +37,6 @@ from fusou_compaction.engine.sinks import LocalDirSink, LocalFileWriter, open_lo
 __all__ = [
     "DEFAULT_TARGET_FILE_SIZE",
     "DEFAULT_TUNING",
-    "PARALLEL_TUNING",
     "BinJob",
     "BinResult",
     "CorruptInputError",

@@ -48,8 +48,9 @@ class MergeTuning:
     max_row_group_rows: int = 1_048_576
     read_ahead_bytes: int = 16 * MiB  # decoded bytes in flight ahead of the writer
     whole_file_max_bytes: int = 32 * MiB  # inputs up to this size are fetched in one read
-    # Concurrent fetch+decode per bin. None: 4 on a local disk, 16 on an object store, where each
-    # small GET waits ~30 ms and only concurrency hides it (memory stays bounded by read-ahead).
+    # Concurrent fetch+decode per bin. None: one per CPU (at least 2) on a local disk, 16 on an
+    # object store, where each small GET waits ~30 ms and only concurrency hides it (memory stays
+    # bounded by read-ahead).
     io_threads: int | None = None
     # Row groups of one output encoded at once (each on its own thread, joined in order after).
     # None: one per available CPU; pending row groups are capped at this number plus one.
@@ -65,8 +66,6 @@ class MergeTuning:
 
 
 DEFAULT_TUNING = MergeTuning()
-# Two bins side by side (compact_bins on a 2-core host): half the memory each, fewer threads.
-PARALLEL_TUNING = MergeTuning(row_group_bytes=8 * MiB, read_ahead_bytes=8 * MiB, io_threads=2)
 
 
 def use_system_allocator() -> None:
@@ -211,6 +210,12 @@ class _Reader:
             raise _corrupt(inp, exc) from exc
         return self._conform(inp, table, schema)
 
+    def _decode(self, footer: _Footer, row_group: int, schema: pa.Schema) -> tuple[pa.Table, int]:
+        """A whole input (``row_group`` -1) or one of its row groups, conformed and measured."""
+        if row_group < 0:
+            return _sized(self._whole(footer, schema))
+        return _sized(self._row_group(footer, row_group, schema))
+
     def _huge_row_group(self, footer: _Footer, index: int, schema: pa.Schema) -> Iterator[pa.Table]:
         # A row group bigger than our budget is decoded in slices, page by page, on this thread.
         inp = footer.input
@@ -246,7 +251,7 @@ class _Reader:
         if previous is not None:
             self._on_input_read(by_id[previous])
 
-    def _pieces(self, footers: Sequence[_Footer], schema: pa.Schema) -> Iterator[_Piece]:  # noqa: PLR0912
+    def _pieces(self, footers: Sequence[_Footer], schema: pa.Schema) -> Iterator[_Piece]:
         budget = self._tuning.read_ahead_bytes
         # Parquet's uncompressed size understates Arrow's decoded size (dictionary strings, list
         # offsets, validity): 1.5-4x on this lake. Learn the ratio from what was decoded so far.
@@ -285,10 +290,7 @@ class _Reader:
                         for table in self._huge_row_group(footer, rg, schema):
                             yield _Piece(inp.id, *_sized(table))
                         continue
-                    if rg < 0:
-                        fut = self._pool.submit(lambda f=footer: _sized(self._whole(f, schema)))
-                    else:
-                        fut = self._pool.submit(lambda f=footer, i=rg: _sized(self._row_group(f, i, schema)))
+                    fut = self._pool.submit(self._decode, footer, rg, schema)
                     pending.append((inp.id, fut, charged, est))
                     in_flight += charged
             while pending:
@@ -342,12 +344,21 @@ def writer_options(first: pa.Table, tuning: MergeTuning) -> dict[str, Any]:
 
     - dictionary where the sample says values repeat (see ``dictionary_columns``);
     - statistics on top-level scalar columns (ids, timestamps, map ids: what readers prune on),
-      not on list and struct leaves, where min/max prune nothing and cost ~5% of encode time;
+      not on list and struct leaves, where min/max prune nothing and cost ~5% of encode time, nor
+      on high-cardinality strings (uuids): their min/max span everything, and finding them costs
+      a byte comparison per value (~1.5% of the run);
     - DELTA_BINARY_PACKED for timestamps that are not dictionary-encoded: upload-ordered times
       shrink to a few bits per value, cheaper to encode than zstd on plain int64.
     """
     dictionary = dictionary_columns(first, tuning.dictionary_max_ratio)
-    scalars = [f.name for f in first.schema if not pat.is_nested(f.type)]
+    scalars = [
+        f.name
+        for f in first.schema
+        if not pat.is_nested(f.type)
+        and (
+            f.name in dictionary or not (pat.is_string(f.type) or pat.is_large_string(f.type) or pat.is_binary(f.type))
+        )
+    ]
     options: dict[str, Any] = {
         "use_dictionary": dictionary,
         "write_statistics": scalars if tuning.statistics == "scalars" else True,
@@ -457,7 +468,8 @@ def compact_bin(
     outputs: list[OutputFile] = []
     opened: list[_OutputWriter] = []
     counter = 0
-    io_threads = tuning.io_threads or (4 if isinstance(source_fs, pafs.LocalFileSystem) else 16)
+    local = isinstance(source_fs, pafs.LocalFileSystem)
+    io_threads = tuning.io_threads or (max(2, available_cpus()) if local else 16)
     encode_threads = tuning.encode_threads or available_cpus()
     with (
         ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="fusou-read") as pool,
@@ -493,15 +505,15 @@ def compact_bin(
                     opened.append(writer)
                     return writer
 
-                for out in _write_group(
-                    reader.pieces(members, group.schema),
+                group_writer = _GroupWriter(
                     group.schema,
                     encoder,
                     open_next,
-                    target_file_size,
-                    tuning,
+                    target_file_size=target_file_size,
+                    tuning=tuning,
                     max_pending=encode_threads + 1,
-                ):
+                )
+                for out in group_writer.write(reader.pieces(members, group.schema)):
                     outputs.append(out.finish(fingerprint))
         except BaseException:
             for writer in opened:
@@ -517,86 +529,99 @@ def compact_bin(
     )
 
 
-def _write_group(  # noqa: PLR0913
-    pieces: Iterator[_Piece],
-    schema: pa.Schema,
-    encoder: _Encoder,
-    open_next: Callable[[], _OutputWriter],
-    target_file_size: int,
-    tuning: MergeTuning,
-    max_pending: int,
-) -> Iterator[_OutputWriter]:
-    """Gather pieces into row groups, encode them in parallel, join them in order into outputs.
+class _GroupWriter:
+    """Gathers one schema group's pieces into row groups, has them encoded in parallel, and joins
+    them, in order, into outputs that roll over near the target size.
 
     A new output is started when the next encoded row group would push the current one past
-    ``target_file_size`` (exact: the encoded size is known when it is placed). Yields each
-    finished (not yet closed) output; the caller closes it.
+    ``target_file_size`` (exact: the encoded size is known when it is placed). Finished outputs
+    are yielded not yet closed; the caller closes them.
     """
-    chunks: list[pa.Table] = []
-    chunk_ids: list[str] = []
-    chunk_rows = 0
-    chunk_bytes = 0
-    options: dict[str, Any] | None = None
-    pending: deque[tuple[Future[ParquetPart], list[str]]] = deque()
-    current: _OutputWriter | None = None
 
-    def place() -> Iterator[_OutputWriter]:
-        nonlocal current
-        fut, ids = pending.popleft()
+    def __init__(
+        self,
+        schema: pa.Schema,
+        encoder: _Encoder,
+        open_next: Callable[[], _OutputWriter],
+        *,
+        target_file_size: int,
+        tuning: MergeTuning,
+        max_pending: int,
+    ) -> None:
+        self._schema = schema
+        self._encoder = encoder
+        self._open_next = open_next
+        self._target = target_file_size
+        self._tuning = tuning
+        self._max_pending = max_pending
+        self._options: dict[str, Any] | None = None  # one set of encoding choices: parts must agree
+        self._pending: deque[tuple[Future[ParquetPart], list[str]]] = deque()
+        self._current: _OutputWriter | None = None
+        self._chunks: list[pa.Table] = []
+        self._chunk_ids: list[str] = []
+        self._chunk_rows = 0
+        self._chunk_bytes = 0
+
+    def write(self, pieces: Iterator[_Piece]) -> Iterator[_OutputWriter]:
+        try:
+            for piece in pieces:
+                yield from self._add(piece)
+            yield from self._flush()
+            while self._pending:
+                yield from self._place()
+        finally:
+            for fut, _ in self._pending:
+                fut.cancel()
+        if self._current is not None:
+            yield self._current
+
+    def _add(self, piece: _Piece) -> Iterator[_OutputWriter]:
+        table = piece.table
+        if table.num_rows == 0:
+            return
+        tuning = self._tuning
+        per_row = max(1, piece.nbytes // table.num_rows)
+        offset = 0
+        while offset < table.num_rows:
+            room = min(
+                tuning.max_row_group_rows - self._chunk_rows,
+                max(1, (tuning.row_group_bytes - self._chunk_bytes) // per_row),
+            )
+            take = min(room, table.num_rows - offset)
+            self._chunks.append(table if (offset == 0 and take == table.num_rows) else table.slice(offset, take))
+            if not self._chunk_ids or self._chunk_ids[-1] != piece.input_id:
+                self._chunk_ids.append(piece.input_id)
+            self._chunk_rows += take
+            self._chunk_bytes += take * per_row
+            offset += take
+            if self._chunk_rows >= tuning.max_row_group_rows or self._chunk_bytes >= tuning.row_group_bytes:
+                yield from self._flush()
+
+    def _flush(self) -> Iterator[_OutputWriter]:
+        if not self._chunks:
+            return
+        table = pa.concat_tables(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
+        if self._options is None:
+            self._options = writer_options(table, self._tuning)
+        self._pending.append((self._encoder.submit(table, self._schema, self._options), self._chunk_ids))
+        self._chunks, self._chunk_ids, self._chunk_rows, self._chunk_bytes = [], [], 0, 0
+        # Bound memory (row groups waiting or encoding), and place finished ones early.
+        while len(self._pending) > self._max_pending or (self._pending and self._pending[0][0].done()):
+            yield from self._place()
+
+    def _place(self) -> Iterator[_OutputWriter]:
+        fut, ids = self._pending.popleft()
         try:
             part = fut.result()
         except StitchError as exc:  # our encoder wrote something the stitcher cannot join: a bug
             raise EngineError(f"encoded row group cannot be joined: {exc}") from exc
-        if current is not None and current.rows and current.tell() + part.body_size > target_file_size:
+        current = self._current
+        if current is not None and current.rows and current.tell() + part.body_size > self._target:
             yield current
             current = None
         if current is None:
-            current = open_next()
+            current = self._current = self._open_next()
         current.append(part, ids)
-
-    def flush() -> Iterator[_OutputWriter]:
-        nonlocal chunks, chunk_ids, chunk_rows, chunk_bytes, options
-        if not chunks:
-            return
-        table = pa.concat_tables(chunks) if len(chunks) > 1 else chunks[0]
-        if options is None:  # one set of encoding choices per group: the parts must share a schema
-            options = writer_options(table, tuning)
-        pending.append((encoder.submit(table, schema, options), chunk_ids))
-        chunks, chunk_ids, chunk_rows, chunk_bytes = [], [], 0, 0
-        # Bound memory (row groups waiting or encoding), and place finished ones early.
-        while len(pending) > max_pending or (pending and pending[0][0].done()):
-            yield from place()
-
-    try:
-        for piece in pieces:
-            table = piece.table
-            if table.num_rows == 0:
-                continue
-            per_row = max(1, piece.nbytes // table.num_rows)
-            offset = 0
-            while offset < table.num_rows:
-                room = min(
-                    tuning.max_row_group_rows - chunk_rows,
-                    max(1, (tuning.row_group_bytes - chunk_bytes) // per_row),
-                )
-                take = min(room, table.num_rows - offset)
-                part = table if (offset == 0 and take == table.num_rows) else table.slice(offset, take)
-                chunks.append(part)
-                if not chunk_ids or chunk_ids[-1] != piece.input_id:
-                    chunk_ids.append(piece.input_id)
-                chunk_rows += take
-                chunk_bytes += take * per_row
-                offset += take
-                if chunk_rows >= tuning.max_row_group_rows or chunk_bytes >= tuning.row_group_bytes:
-                    yield from flush()
-        yield from flush()
-        while pending:
-            yield from place()
-    finally:
-        for fut, _ in pending:
-            fut.cancel()
-    if current is not None:
-        yield current
 
 
 def _release_free_memory() -> None:
@@ -618,14 +643,16 @@ def compact_bins(
     *,
     source_fs: pafs.FileSystem,
     target_file_size: int = DEFAULT_TARGET_FILE_SIZE,
-    max_parallel: int = 2,
+    max_parallel: int = 1,
     tuning: MergeTuning = DEFAULT_TUNING,
     on_input_read: Callable[[InputFile], None] | None = None,
 ) -> list[BinResult]:
-    """Run independent bins side by side (what the state machine's Map does across Lambdas).
+    """Run independent bins, one at a time by default (what the state machine's Map does across
+    Lambdas).
 
-    pyarrow encodes one file on one core, so on a 2-core host two bins at a time keep both cores
-    encoding. Results come back in job order; the first error cancels the bins not yet started and
+    One bin already uses every core (row groups are encoded in parallel), so bins side by side
+    (``max_parallel`` > 1) only pay off where one bin cannot keep the cores busy; they multiply
+    memory. Results come back in job order; the first error cancels the bins not yet started and
     is raised after the running ones have finished (each aborts its own open outputs).
     """
     if max_parallel <= 1 or len(jobs) <= 1:

@@ -22,6 +22,7 @@ from fusou_compaction.engine.thrift_compact import (
     LIST,
     STRUCT,
     List,
+    Plan,
     Struct,
     ThriftError,
     decode_struct,
@@ -40,7 +41,7 @@ _CC_ENCRYPTION = (8, 9)
 _CMD_OFFSETS = (9, 10, 11, 14)  # data page, index page, dictionary page, bloom filter
 # Decode only the way down to the offsets (row groups -> column chunks -> column metadata); the
 # schema, statistics and key-value metadata stay as bytes: ~2x cheaper per part.
-_PLAN = {_FMD_ROW_GROUPS: {_RG_COLUMNS: {_CC_META: {}}}}
+_PLAN: Plan = {_FMD_ROW_GROUPS: {_RG_COLUMNS: {_CC_META: {}}}}
 
 
 class StitchError(ValueError):

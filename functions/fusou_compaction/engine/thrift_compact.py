@@ -13,7 +13,7 @@ zigzag varints, binary is a varint length then bytes, lists carry ``size << 4 | 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 # Compact type ids. Booleans as struct fields carry their value in the type (TRUE / FALSE).
 STOP, TRUE, FALSE, BYTE, I16, I32, I64, DOUBLE, BINARY, LIST, SET, MAP, STRUCT, UUID = range(14)
@@ -59,7 +59,7 @@ class Raw:
 
 # Which container fields to decode, by field id, nested: {4: {1: {}}} decodes field 4 and, in
 # each struct it holds, field 1; every other container stays Raw. None decodes everything.
-Plan = dict[int, "Plan"] | None
+Plan: TypeAlias = "dict[int, Plan] | None"
 _CONTAINERS = frozenset((LIST, SET, MAP, STRUCT))
 
 
@@ -113,7 +113,7 @@ class _Reader:
         self.pos += n
         return out
 
-    def skip(self, ttype: int) -> None:
+    def skip(self, ttype: int) -> None:  # noqa: PLR0912  (one branch per wire type)
         """Move past one value without building it."""
         if ttype in (I16, I32, I64):
             self.varint()
@@ -198,7 +198,7 @@ class _Reader:
                 self.skip(ttype)
                 fields.append((fid, ttype, Raw(self.buf[start : self.pos])))
             else:
-                fields.append((fid, ttype, self.value(ttype, None if plan is None else plan[fid] if fid in plan else {})))
+                fields.append((fid, ttype, self.value(ttype, None if plan is None else plan.get(fid, {}))))
             last = fid
 
 
@@ -266,9 +266,8 @@ def _value(out: bytearray, ttype: int, value: Any) -> None:  # noqa: PLR0912
 
 def _struct(out: bytearray, struct: Struct) -> None:
     last = 0
-    for fid, ttype, value in struct.fields:
-        if ttype in (TRUE, FALSE):
-            ttype = TRUE if value else FALSE
+    for fid, wire_type, value in struct.fields:
+        ttype = (TRUE if value else FALSE) if wire_type in (TRUE, FALSE) else wire_type
         delta = fid - last
         if 0 < delta <= 15:
             out.append(delta << 4 | ttype)
