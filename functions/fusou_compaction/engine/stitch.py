@@ -64,33 +64,53 @@ def _footer(view: memoryview) -> tuple[Struct, int]:
 
 
 def _shift(value: int, by: int) -> int:
-    return value + by if value > 0 else value
+    return value + by if value > 0 else value  # 0 means "not set" in these fields
+
+
+def _field(struct: Struct, fid: int, kind: type, what: str) -> Any:
+    value = struct.get(fid)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        raise StitchError(f"footer has no valid {what}")
+    return value
 
 
 def _moved_row_group(rg: Struct, by: int, ordinal: int) -> Struct:
-    columns: List = rg.get(_RG_COLUMNS)
-    for chunk in columns.items:
+    """A copy of ``rg`` with every file offset moved by ``by``: the part itself stays as it was,
+    so it could be joined again (a retried output)."""
+    if not isinstance(rg, Struct):
+        raise StitchError("footer has no valid row group")
+    moved_chunks = []
+    for chunk in _field(rg, _RG_COLUMNS, List, "column chunk list").items:
+        if not isinstance(chunk, Struct):
+            raise StitchError("footer has no valid column chunk")
         if chunk.has(_CC_FILE_PATH):
             raise StitchError("column chunk stored in another file")
         if any(chunk.has(f) for f in _CC_ENCRYPTION):
             raise StitchError("encrypted column chunk")
         if any(chunk.has(f) for f in _CC_PAGE_INDEX):
             raise StitchError("page index present: write the parts with write_page_index=False")
-        offset = chunk.get(_CC_FILE_OFFSET)
-        if offset is not None:
-            chunk.set(_CC_FILE_OFFSET, I64, _shift(offset, by))
-        meta: Struct | None = chunk.get(_CC_META)
-        if meta is None:
+        meta = chunk.get(_CC_META)
+        if not isinstance(meta, Struct):
             raise StitchError("column chunk without metadata")
+        meta = Struct(list(meta.fields))
         for fid in _CMD_OFFSETS:
             value = meta.get(fid)
             if value is not None:
                 meta.set(fid, I64, _shift(value, by))
-    offset = rg.get(_RG_FILE_OFFSET)
+        moved_chunk = Struct(list(chunk.fields))
+        moved_chunk.set(_CC_META, STRUCT, meta)
+        offset = moved_chunk.get(_CC_FILE_OFFSET)
+        if offset is not None:
+            moved_chunk.set(_CC_FILE_OFFSET, I64, _shift(offset, by))
+        moved_chunks.append(moved_chunk)
+    moved = Struct(list(rg.fields))
+    moved.set(_RG_COLUMNS, LIST, List(STRUCT, moved_chunks))
+    _field(moved, _RG_NUM_ROWS, int, "row count in a row group")
+    offset = moved.get(_RG_FILE_OFFSET)
     if offset is not None:
-        rg.set(_RG_FILE_OFFSET, I64, _shift(offset, by))
-    rg.set(_RG_ORDINAL, I16, ordinal)
-    return rg
+        moved.set(_RG_FILE_OFFSET, I64, _shift(offset, by))
+    moved.set(_RG_ORDINAL, I16, ordinal)
+    return moved
 
 
 class ParquetPart:
@@ -140,21 +160,28 @@ class ParquetStitcher:
         return self._rows
 
     def append(self, part: ParquetPart) -> None:
-        """Add every row group of ``part`` after those already written."""
+        """Add every row group of ``part`` after those already written.
+
+        Everything is checked before a byte is written: a refused part leaves the stitcher as it
+        was, and the part itself is never modified.
+        """
         schema = part.meta.get(_FMD_SCHEMA)
+        if self._first is not None and schema != self._schema:
+            raise StitchError("part has a different Parquet schema than the first part")
+        start = self._pos or len(MAGIC)
+        by = start - len(MAGIC)  # the part's body starts at offset 4 in the part, and at `start` here
+        groups = part.meta.get(_FMD_ROW_GROUPS)
+        if groups is not None and not isinstance(groups, List):
+            raise StitchError("footer has no valid row group list")
+        first = len(self._row_groups)
+        moved = [_moved_row_group(rg, by, first + i) for i, rg in enumerate(groups.items if groups else [])]
+        if not isinstance(part.num_rows, int) or sum(rg.get(_RG_NUM_ROWS) for rg in moved) != part.num_rows:
+            raise StitchError("row groups disagree with the footer's row count")
         if self._first is None:
             self._first, self._schema = part.meta, schema
-        elif schema != self._schema:
-            raise StitchError("part has a different Parquet schema than the first part")
         if self._pos == 0:
             self._write(MAGIC)
             self._pos = len(MAGIC)
-        by = self._pos - len(MAGIC)  # the part's body starts at offset 4 in the part
-        groups: List | None = part.meta.get(_FMD_ROW_GROUPS)
-        first = len(self._row_groups)
-        moved = [_moved_row_group(rg, by, first + i) for i, rg in enumerate(groups.items if groups else [])]
-        if sum(rg.get(_RG_NUM_ROWS) for rg in moved) != part.num_rows:
-            raise StitchError("row groups disagree with the footer's row count")
         self._write(part.body)
         self._pos += part.body_size
         self._row_groups.extend(moved)

@@ -76,12 +76,21 @@ class Map:
     items: list[tuple[Any, Any]]
 
 
+_MAX_DEPTH = 64  # Parquet footers nest ~6 deep; deeper input is garbage, not a stack overflow
+
+
 class _Reader:
-    __slots__ = ("buf", "pos")
+    __slots__ = ("buf", "depth", "pos")
 
     def __init__(self, buf: bytes) -> None:
         self.buf = buf
         self.pos = 0
+        self.depth = 0
+
+    def enter(self) -> None:
+        self.depth += 1
+        if self.depth > _MAX_DEPTH:
+            raise ThriftError(f"nested deeper than {_MAX_DEPTH} levels")
 
     def byte(self) -> int:
         try:
@@ -113,8 +122,24 @@ class _Reader:
         self.pos += n
         return out
 
-    def skip(self, ttype: int) -> None:  # noqa: PLR0912  (one branch per wire type)
+    def skip(self, ttype: int) -> None:
         """Move past one value without building it."""
+        if ttype in _CONTAINERS:
+            self.enter()
+            self._skip(ttype)
+            self.depth -= 1
+        else:
+            self._skip(ttype)
+
+    def value(self, ttype: int, plan: Plan = None) -> Any:
+        if ttype in _CONTAINERS:
+            self.enter()
+            out = self._value(ttype, plan)
+            self.depth -= 1
+            return out
+        return self._value(ttype, plan)
+
+    def _skip(self, ttype: int) -> None:  # noqa: PLR0912  (one branch per wire type)
         if ttype in (I16, I32, I64):
             self.varint()
         elif ttype == BINARY:
@@ -149,7 +174,7 @@ class _Reader:
         else:
             raise ThriftError(f"unknown compact type {ttype}")
 
-    def value(self, ttype: int, plan: Plan = None) -> Any:  # noqa: PLR0911
+    def _value(self, ttype: int, plan: Plan) -> Any:  # noqa: PLR0911
         if ttype in (I16, I32, I64):
             return self.zigzag()
         if ttype == BINARY:
