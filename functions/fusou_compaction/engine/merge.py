@@ -53,7 +53,8 @@ class MergeTuning:
     # bounded by read-ahead).
     io_threads: int | None = None
     # Row groups of one output encoded at once (each on its own thread, joined in order after).
-    # None: one per available CPU; pending row groups are capped at this number plus one.
+    # None: one per available CPU, at most 8; row groups waiting for or in the encoders are capped
+    # at this number plus one (memory: that many row groups of row_group_bytes).
     encode_threads: int | None = None
     compression_level: int = 1  # zstd 1: ~25% cheaper to encode than 3 for ~0% size on this data
     dictionary_max_ratio: float = 0.1  # dictionary-encode a leaf column if distinct/values <= this
@@ -470,7 +471,7 @@ def compact_bin(
     counter = 0
     local = isinstance(source_fs, pafs.LocalFileSystem)
     io_threads = tuning.io_threads or (max(2, available_cpus()) if local else 16)
-    encode_threads = tuning.encode_threads or available_cpus()
+    encode_threads = tuning.encode_threads or min(8, available_cpus())
     with (
         ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="fusou-read") as pool,
         ThreadPoolExecutor(max_workers=encode_threads, thread_name_prefix="fusou-encode") as encode_pool,
@@ -655,22 +656,6 @@ def compact_bins(
     memory. Results come back in job order; the first error cancels the bins not yet started and
     is raised after the running ones have finished (each aborts its own open outputs).
     """
-    if max_parallel <= 1 or len(jobs) <= 1:
-        return [
-            compact_bin(
-                j.bin,
-                source_fs=source_fs,
-                open_output=j.open_output,
-                target_file_size=target_file_size,
-                name_prefix=j.name_prefix,
-                tuning=tuning,
-                on_input_read=on_input_read,
-            )
-            for j in jobs
-        ]
-    # Biggest bins first: the longest job starts early and the tail stays short.
-    order = sorted(range(len(jobs)), key=lambda i: -jobs[i].bin.estimated_bytes)
-    results: dict[int, BinResult] = {}
 
     def run(job: BinJob) -> BinResult:
         try:
@@ -685,6 +670,12 @@ def compact_bins(
             )
         finally:
             _release_free_memory()
+
+    if max_parallel <= 1 or len(jobs) <= 1:
+        return [run(j) for j in jobs]
+    # Biggest bins first: the longest job starts early and the tail stays short.
+    order = sorted(range(len(jobs)), key=lambda i: -jobs[i].bin.estimated_bytes)
+    results: dict[int, BinResult] = {}
 
     with ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="fusou-bin") as pool:
         futures = {pool.submit(run, jobs[i]): i for i in order}
