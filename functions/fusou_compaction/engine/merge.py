@@ -44,9 +44,9 @@ OpenOutput = Callable[[str], WritableObject]
 class MergeTuning:
     """Knobs measured in bench/RESULTS.md; the defaults are what won there."""
 
-    row_group_bytes: int = 16 * MiB  # decoded Arrow bytes per output row group (~4 MiB zstd here)
+    row_group_bytes: int = 12 * MiB  # decoded Arrow bytes per output row group (~1.5-4 MiB zstd here)
     max_row_group_rows: int = 1_048_576
-    read_ahead_bytes: int = 16 * MiB  # decoded bytes in flight ahead of the writer
+    read_ahead_bytes: int = 12 * MiB  # decoded bytes in flight ahead of the writer
     whole_file_max_bytes: int = 32 * MiB  # inputs up to this size are fetched in one read
     # Concurrent fetch+decode per bin. None: one per CPU (at least 2) on a local disk, 16 on an
     # object store, where each small GET waits ~30 ms and only concurrency hides it (memory stays
@@ -54,7 +54,8 @@ class MergeTuning:
     io_threads: int | None = None
     # Row groups of one output encoded at once (each on its own thread, joined in order after).
     # None: one per available CPU, at most 8; row groups waiting for or in the encoders are capped
-    # at this number plus one (memory: that many row groups of row_group_bytes).
+    # at this number (memory: that many row groups of row_group_bytes; one more queued bought
+    # nothing but memory, bench/RESULTS.md).
     encode_threads: int | None = None
     compression_level: int = 1  # zstd 1: ~25% cheaper to encode than 3 for ~0% size on this data
     dictionary_max_ratio: float = 0.1  # dictionary-encode a leaf column if distinct/values <= this
@@ -512,7 +513,7 @@ def compact_bin(
                     open_next,
                     target_file_size=target_file_size,
                     tuning=tuning,
-                    max_pending=encode_threads + 1,
+                    max_pending=encode_threads,
                 )
                 for out in group_writer.write(reader.pieces(members, group.schema)):
                     outputs.append(out.finish(fingerprint))
