@@ -353,14 +353,14 @@ def writer_options(first: pa.Table, tuning: MergeTuning) -> dict[str, Any]:
       shrink to a few bits per value, cheaper to encode than zstd on plain int64.
     """
     dictionary = dictionary_columns(first, tuning.dictionary_max_ratio)
-    scalars = [
-        f.name
-        for f in first.schema
-        if not pat.is_nested(f.type)
-        and (
-            f.name in dictionary or not (pat.is_string(f.type) or pat.is_large_string(f.type) or pat.is_binary(f.type))
-        )
-    ]
+
+    def prunable(f: pa.Field[Any]) -> bool:
+        if pat.is_nested(f.type):
+            return False
+        byte_strings = pat.is_string(f.type) or pat.is_large_string(f.type) or pat.is_binary(f.type)
+        return not byte_strings or f.name in dictionary  # a dictionary column has few distinct values
+
+    scalars = [f.name for f in first.schema if prunable(f)]
     options: dict[str, Any] = {
         "use_dictionary": dictionary,
         "write_statistics": scalars if tuning.statistics == "scalars" else True,
@@ -381,28 +381,19 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class _Encoder:
-    """Encodes row groups as standalone Parquet files in memory, several at once."""
-
-    def __init__(self, pool: ThreadPoolExecutor, tuning: MergeTuning) -> None:
-        self._pool = pool
-        self._tuning = tuning
-
-    def submit(self, table: pa.Table, schema: pa.Schema, options: dict[str, Any]) -> Future[ParquetPart]:
-        return self._pool.submit(self._encode, table, schema, options)
-
-    def _encode(self, table: pa.Table, schema: pa.Schema, options: dict[str, Any]) -> ParquetPart:
-        out = pa.BufferOutputStream()
-        with pq.ParquetWriter(
-            out,
-            schema,
-            compression="zstd",
-            compression_level=self._tuning.compression_level,
-            write_page_index=False,  # page offsets inside the data could not be moved by the stitcher
-            **options,
-        ) as writer:
-            writer.write_table(table, row_group_size=max(1, table.num_rows))
-        return ParquetPart(out.getvalue())
+def _encode_part(table: pa.Table, schema: pa.Schema, options: dict[str, Any], level: int) -> ParquetPart:
+    """One row group as a standalone Parquet file in memory (runs on an encoder thread)."""
+    out = pa.BufferOutputStream()
+    with pq.ParquetWriter(
+        out,
+        schema,
+        compression="zstd",
+        compression_level=level,
+        write_page_index=False,  # page offsets inside the data could not be moved by the stitcher
+        **options,
+    ) as writer:
+        writer.write_table(table, row_group_size=max(1, table.num_rows))
+    return ParquetPart(out.getvalue())
 
 
 class _OutputWriter:
@@ -494,7 +485,6 @@ def compact_bin(
                     if f.num_rows == 0:
                         on_input_read(f.input)
             reader = _Reader(source_fs, pool, tuning, on_input_read)
-            encoder = _Encoder(encode_pool, tuning)
             for group in unify_schemas([f.schema for f in nonempty]):
                 members = [nonempty[i] for i in group.members]
                 fingerprint = schema_fingerprint(group.schema)
@@ -509,7 +499,7 @@ def compact_bin(
 
                 group_writer = _GroupWriter(
                     group.schema,
-                    encoder,
+                    encode_pool,
                     open_next,
                     target_file_size=target_file_size,
                     tuning=tuning,
@@ -543,7 +533,7 @@ class _GroupWriter:
     def __init__(
         self,
         schema: pa.Schema,
-        encoder: _Encoder,
+        encode_pool: ThreadPoolExecutor,
         open_next: Callable[[], _OutputWriter],
         *,
         target_file_size: int,
@@ -551,7 +541,7 @@ class _GroupWriter:
         max_pending: int,
     ) -> None:
         self._schema = schema
-        self._encoder = encoder
+        self._encode_pool = encode_pool
         self._open_next = open_next
         self._target = target_file_size
         self._tuning = tuning
@@ -605,7 +595,10 @@ class _GroupWriter:
         table = pa.concat_tables(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
         if self._options is None:
             self._options = writer_options(table, self._tuning)
-        self._pending.append((self._encoder.submit(table, self._schema, self._options), self._chunk_ids))
+        part = self._encode_pool.submit(
+            _encode_part, table, self._schema, self._options, self._tuning.compression_level
+        )
+        self._pending.append((part, self._chunk_ids))
         self._chunks, self._chunk_ids, self._chunk_rows, self._chunk_bytes = [], [], 0, 0
         # Bound memory (row groups waiting or encoding), and place finished ones early.
         while len(self._pending) > self._max_pending or (self._pending and self._pending[0][0].done()):
