@@ -167,6 +167,59 @@ def test_outputs_are_readable_by_pyarrow_duckdb_and_polars(tmp_path: Path) -> No
     assert duck_sum == pl_df["stage1"].struct.field("f_count").sum() == expected_sum
 
 
+def _encodings(out: Path) -> dict[str, set[str]]:
+    md = pq.read_metadata(out)
+    found: dict[str, set[str]] = {}
+    for rg in range(md.num_row_groups):
+        for c in range(md.num_columns):
+            column = md.row_group(rg).column(c)
+            found.setdefault(column.path_in_schema, set()).update(column.encodings)
+    return found
+
+
+def test_leaves_without_a_dictionary_are_delta_encoded_and_every_reader_decodes_them(tmp_path: Path) -> None:
+    # Given ship_state fragments: random 64-bit ship uids and exp (too many distinct values for a
+    # dictionary), ship names and hp values (few), snapshot times
+    paths = generate_fragments(tmp_path / "in", tables=["ship_state"], fragments=4, rows_per_fragment=3000)
+    run_bin(input_files(paths), tmp_path / "out")
+    (out,) = output_paths(tmp_path / "out")
+
+    # When the footer's encodings are read, and three readers decode the delta-encoded columns
+    encodings = _encodings(out)
+    expected = pq.read_table(out, columns=["ship_uid", "exp", "snapshot_at"])
+    duck = duckdb.sql(f"SELECT ship_uid, exp FROM read_parquet('{out}')").fetchall()
+    polars_df = pl.read_parquet(out, columns=["ship_uid", "exp"])
+
+    # Then ids and times are delta-packed, repeating values use a dictionary, and every reader
+    # returns the same values as pyarrow (and as the inputs)
+    assert "DELTA_BINARY_PACKED" in encodings["ship_uid"] and "DELTA_BINARY_PACKED" in encodings["exp"]
+    assert "DELTA_BINARY_PACKED" in encodings["snapshot_at"]
+    assert "RLE_DICTIONARY" in encodings["ship_name"] and "RLE_DICTIONARY" in encodings["nowhp"]
+    assert [tuple(r) for r in duck] == list(
+        zip(*(expected.column(c).to_pylist() for c in ("ship_uid", "exp")), strict=True)
+    )
+    assert polars_df["ship_uid"].to_list() == expected.column("ship_uid").to_pylist()
+    _assert_rows_preserved_in_order(paths, tmp_path / "out")
+
+
+def test_uuid_strings_are_delta_length_encoded_and_every_reader_decodes_them(tmp_path: Path) -> None:
+    # Given battle fragments: one uuid per battle (no dictionary) next to map ids (few values)
+    paths = generate_fragments(tmp_path / "in", tables=["battle"], fragments=4, rows_per_fragment=3000)
+    run_bin(input_files(paths), tmp_path / "out")
+    (out,) = output_paths(tmp_path / "out")
+
+    # When the footer's encodings are read and DuckDB and polars read the uuids back
+    encodings = _encodings(out)
+    ids = pq.read_table(out, columns=["battle_id"]).column(0).to_pylist()
+    duck = [r[0] for r in duckdb.sql(f"SELECT battle_id FROM read_parquet('{out}')").fetchall()]
+
+    # Then the uuids are DELTA_LENGTH_BYTE_ARRAY, map ids a dictionary, and the readers agree
+    assert "DELTA_LENGTH_BYTE_ARRAY" in encodings["battle_id"]
+    assert "RLE_DICTIONARY" in encodings["map_id"]
+    assert duck == ids == pl.read_parquet(out, columns=["battle_id"])["battle_id"].to_list()
+    assert ids == [v for p in paths for v in pq.read_table(p, columns=["battle_id"]).column(0).to_pylist()]
+
+
 def test_zero_row_fragments_are_consumed_without_an_output(tmp_path: Path) -> None:
     # Given an empty fragment between two with rows, and a bin that is only an empty fragment
     paths = _drift_fragments(tmp_path, "battle", [Drift(), Drift(empty=True), Drift()], rows=50)
