@@ -26,6 +26,22 @@ def _flag(value: Any) -> bool:
     return value is True or str(value).lower() in {"1", "true", "yes"}
 
 
+def _compact_memory_mb(value: Any) -> int:
+    low, high = config.COMPACT_MEMORY_RANGE_MB
+    if value is None or value == "":
+        return config.COMPACT_MEMORY_MB
+    try:
+        mb = int(value)
+    except (TypeError, ValueError):
+        mb = -1
+    if not low <= mb <= high:
+        raise ValueError(
+            f"context compactMemoryMb={value!r}: give whole MB from {low} to {high} "
+            "(1769 = one vCPU, 3538 = two; Lambda allocates CPU in proportion to memory)"
+        )
+    return mb
+
+
 class BuiltApp(NamedTuple):
     app: App
     stack: CompactionStack
@@ -34,7 +50,8 @@ class BuiltApp(NamedTuple):
 
 def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = None) -> BuiltApp:
     """Context keys: stage (dev), assetsDir (build), requireBuiltAssets (false), mapMaxConcurrency,
-    alertEmail, nag (true). Context from the CLI or cdk.json wins over ``context``."""
+    compactMemoryMb (1769), alertEmail, nag (true). Context from the CLI or cdk.json wins over
+    ``context``."""
     merged = {**cdk_json_context(), **(context or {})}
     app = App(context=merged, outdir=os.environ.get("CDK_OUTDIR") or outdir or str(ROOT / "cdk.out"))
     ctx = app.node.try_get_context
@@ -50,6 +67,7 @@ def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = 
         stage=stage,
         assets=assets,
         map_max_concurrency=int(ctx("mapMaxConcurrency") or config.DEFAULT_MAP_MAX_CONCURRENCY),
+        compact_memory_mb=_compact_memory_mb(ctx("compactMemoryMb")),
         alert_email=ctx("alertEmail") or None,
         description=f"FUSOU compaction ({stage}): API, SQS, Step Functions, S3; catalog in Supabase",
     )

@@ -24,7 +24,11 @@ DLQ_HANDLER_TIMEOUT_SECONDS = 60
 SCHEDULED_TIMEOUT_SECONDS = 300
 LIGHT_MEMORY_MB = 256
 STEP_MEMORY_MB = 512
-COMPACT_MEMORY_MB = 1769  # one full vCPU: where the engine was measured (see FACTS)
+# One full vCPU, the cheapest tier that runs the engine at its floor. The engine encodes on every
+# vCPU (engine/stitch.py): 3538 MB (two vCPUs) took 0.55x the time for 1.1x the GB-seconds in
+# bench/RESULTS.md, for operators who want bins done sooner (context key compactMemoryMb).
+COMPACT_MEMORY_MB = 1769
+COMPACT_MEMORY_RANGE_MB = (1024, 10240)  # below 1 GB the Arrow working set (~200 MB) gets tight
 
 # Pipeline function key -> (handler, memory). Timeouts come from the pipeline definition.
 STEP_FUNCTIONS: dict[str, tuple[str, int]] = {

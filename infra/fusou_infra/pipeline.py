@@ -52,6 +52,7 @@ class CompactionPipeline(Construct):
         alerts: sns.ITopic,
         alerts_key: kms.IKey,
         map_max_concurrency: int,
+        compact_memory_mb: int = config.COMPACT_MEMORY_MB,
     ) -> None:
         super().__init__(scope, id)
         self.definition = build_pipeline(map_max_concurrency)
@@ -65,7 +66,7 @@ class CompactionPipeline(Construct):
                 key=f"step-{key.replace('_', '-')}",
                 handler=handler,
                 asset="parquet",
-                memory_mb=memory,
+                memory_mb=compact_memory_mb if key == "compact" else memory,
                 timeout_seconds=timeouts[key],
                 description=f"Compaction pipeline step: {key}",
                 # Arrow's system allocator returns memory between bins (bench/RESULTS.md: -70 MB);

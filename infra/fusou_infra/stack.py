@@ -6,6 +6,7 @@ from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
 from fusou_compaction.topology import QUEUES
+from fusou_infra import config
 from fusou_infra.api import Api
 from fusou_infra.lambda_factory import AssetSource, FunctionFactory
 from fusou_infra.monitoring import Monitoring
@@ -25,6 +26,7 @@ class CompactionStack(Stack):
         stage: str,
         assets: AssetSource,
         map_max_concurrency: int,
+        compact_memory_mb: int = config.COMPACT_MEMORY_MB,
         alert_email: str | None = None,
         **kwargs: object,
     ) -> None:
@@ -59,6 +61,7 @@ class CompactionStack(Stack):
             alerts=monitoring.topic,
             alerts_key=monitoring.key,
             map_max_concurrency=map_max_concurrency,
+            compact_memory_mb=compact_memory_mb,
         )
         api = Api(self, "Api", stage=stage, factory=factory, storage=storage, queues=queues, secrets=secrets)
         schedule = Schedule(

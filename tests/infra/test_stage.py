@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from aws_cdk import Stack
 
 from fusou_infra.app import build_app
@@ -18,3 +19,28 @@ def test_stage_context_names_queues_state_machine_and_stack() -> None:
     assert resolve(stack.queues.dlq.node.default_child.queue_name) == "prod-kc-compaction-dlq"
     assert resolve(stack.pipeline.state_machine.node.default_child.state_machine_name) == "prod-kc-compaction"
     assert resolve(stack.api.function.node.default_child.function_name) == "prod-kc-compaction-api"
+
+
+def _compact_memory(stack: object) -> int:
+    fn = stack.pipeline.steps["compact"]  # type: ignore[attr-defined]
+    return int(Stack.of(fn).resolve(fn.node.default_child.memory_size))
+
+
+def test_compact_memory_defaults_to_one_vcpu_and_follows_the_context() -> None:
+    # Given the app built without and with compactMemoryMb (two vCPUs)
+    _, default, _ = build_app({"stage": "dev", "assetsDir": "", "nag": "false"})
+    _, doubled, _ = build_app({"stage": "dev", "assetsDir": "", "nag": "false", "compactMemoryMb": "3538"})
+
+    # Then the compact step gets 1769 MB by default and what the context says otherwise; no other
+    # function changes
+    assert _compact_memory(default) == 1769
+    assert _compact_memory(doubled) == 3538
+    validate = doubled.pipeline.steps["validate"]
+    assert Stack.of(validate).resolve(validate.node.default_child.memory_size) == 512
+
+
+@pytest.mark.parametrize("value", ["512", "20000", "two", "1.5"])
+def test_compact_memory_outside_lambdas_range_is_refused_with_the_range(value: str) -> None:
+    # When the app is built with a compactMemoryMb Lambda cannot give, or the engine cannot run in
+    with pytest.raises(ValueError, match=r"compactMemoryMb=.*1024 to 10240"):
+        build_app({"stage": "dev", "assetsDir": "", "nag": "false", "compactMemoryMb": value})
