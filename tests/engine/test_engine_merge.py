@@ -215,9 +215,30 @@ def test_uuid_strings_are_delta_length_encoded_and_every_reader_decodes_them(tmp
 
     # Then the uuids are DELTA_LENGTH_BYTE_ARRAY, map ids a dictionary, and the readers agree
     assert "DELTA_LENGTH_BYTE_ARRAY" in encodings["battle_id"]
-    assert "RLE_DICTIONARY" in encodings["map_id"]
+    assert "RLE_DICTIONARY" in encodings["map_id"] and "RLE_DICTIONARY" in encodings["formation"]
     assert duck == ids == pl.read_parquet(out, columns=["battle_id"])["battle_id"].to_list()
     assert ids == [v for p in paths for v in pq.read_table(p, columns=["battle_id"]).column(0).to_pylist()]
+
+
+@pytest.mark.parametrize("delta_lists", [True, False])
+def test_integers_inside_lists_are_delta_packed_unless_tuned_otherwise(tmp_path: Path, delta_lists: bool) -> None:
+    # Given battle fragments: hp lists with ~100 distinct values (a dictionary would take them)
+    paths = generate_fragments(tmp_path / "in", tables=["battle"], fragments=3, rows_per_fragment=3000)
+    tuning = MergeTuning(delta_list_integers=delta_lists)
+    run_bin(input_files(paths), tmp_path / "out", tuning=tuning)
+    (out,) = output_paths(tmp_path / "out")
+
+    # When the list elements' encodings are read and DuckDB sums every hp in the file
+    encodings = _encodings(out)
+    ((duck_total,),) = duckdb.sql(f"SELECT sum(list_sum(hp_before)) FROM read_parquet('{out}')").fetchall()
+
+    # Then they are delta-packed by default and dictionary-encoded when tuned so; either way the
+    # values are the inputs'
+    hp = encodings["hp_before.list.element"]
+    assert ("DELTA_BINARY_PACKED" in hp) is delta_lists and ("RLE_DICTIONARY" in hp) is not delta_lists
+    expected = sum(pc.sum(pc.list_flatten(pq.read_table(p).column("hp_before"))).as_py() or 0 for p in paths)
+    assert duck_total == expected
+    _assert_rows_preserved_in_order(paths, tmp_path / "out")
 
 
 def test_zero_row_fragments_are_consumed_without_an_output(tmp_path: Path) -> None:

@@ -65,6 +65,10 @@ class MergeTuning:
     # row group always keep theirs (they are few and large).
     cached_footers: int = 0
     delta_encodings: bool = True  # see writer_options
+    # Integers inside lists (hp, ship and equipment ids, damage: most of the values in this lake)
+    # delta-packed instead of dictionary-encoded: ~6-9% less CPU for the whole run, +4% output
+    # (still smaller than every peer); bench/RESULTS.md step 18.
+    delta_list_integers: bool = True
 
 
 DEFAULT_TUNING = MergeTuning()
@@ -302,6 +306,9 @@ class _Reader:
                 fut.cancel()
 
 
+_LIST_LEVEL = ".list."  # how pyarrow's writer names the level under a list in a column path
+
+
 def _leaf_columns(
     name: str, arr: pa.ChunkedArray[Any] | pa.Array[Any]
 ) -> Iterator[tuple[str, pa.ChunkedArray[Any] | pa.Array[Any]]]:
@@ -313,7 +320,7 @@ def _leaf_columns(
             child = pa.chunked_array([c.field(i) for c in chunks], type=f.type)  # type: ignore[attr-defined]
             yield from _leaf_columns(f"{name}.{f.name}", child)
     elif pat.is_list(t) or pat.is_large_list(t):
-        yield from _leaf_columns(f"{name}.list.element", pc.list_flatten(arr))
+        yield from _leaf_columns(f"{name}{_LIST_LEVEL}element", pc.list_flatten(arr))
     elif pat.is_map(t):
         return  # rare in this lake: leave maps to the writer's default (dictionary)
     elif pat.is_dictionary(t):
@@ -322,11 +329,12 @@ def _leaf_columns(
         yield name, arr
 
 
-def dictionary_columns(table: pa.Table, max_ratio: float) -> list[str]:
+def dictionary_columns(table: pa.Table, max_ratio: float, *, list_integers: bool = True) -> list[str]:
     """Leaf columns worth a dictionary, judged on a sample of the first row group.
 
     Dictionary pages shrink map ids, ship names, small enums and hp lists, and spare zstd work;
     on uuids or random int64 ids they only cost hashing until the writer falls back to plain.
+    ``list_integers=False`` leaves integers inside lists out whatever their count of values.
     """
     sample = table.slice(0, min(table.num_rows, 65_536))
     chosen: list[str] = []
@@ -336,6 +344,8 @@ def dictionary_columns(table: pa.Table, max_ratio: float) -> list[str]:
             valid = len(sample_values) - sample_values.null_count
             if pat.is_boolean(values.type) or pat.is_null(values.type):
                 continue
+            if not list_integers and pat.is_integer(values.type) and _LIST_LEVEL in path:
+                continue
             if valid == 0 or pc.count_distinct(sample_values).as_py() <= max(16, max_ratio * valid):
                 chosen.append(path)
     return chosen
@@ -344,7 +354,9 @@ def dictionary_columns(table: pa.Table, max_ratio: float) -> list[str]:
 def writer_options(first: pa.Table, tuning: MergeTuning) -> dict[str, Any]:
     """Per-column encoding choices for one output, decided from its first row group.
 
-    - dictionary where the sample says values repeat (see ``dictionary_columns``);
+    - dictionary where the sample says values repeat (see ``dictionary_columns``), except for
+      integers inside lists when ``tuning.delta_list_integers``: hashing every element of every
+      list costs more than the dictionary saves over delta packing;
     - statistics on top-level scalar columns (ids, timestamps, map ids: what readers prune on),
       not on list and struct leaves, where min/max prune nothing and cost ~5% of encode time, nor
       on high-cardinality strings (uuids): their min/max span everything, and finding them costs
@@ -355,7 +367,7 @@ def writer_options(first: pa.Table, tuning: MergeTuning) -> dict[str, Any]:
       lengths apart from bytes, ~40% cheaper than zstd on plain and ~6% smaller). Every reader we
       target (pyarrow, DuckDB, polars, Spark, Trino/Athena) decodes both; bench/RESULTS.md step 17.
     """
-    dictionary = dictionary_columns(first, tuning.dictionary_max_ratio)
+    dictionary = dictionary_columns(first, tuning.dictionary_max_ratio, list_integers=not tuning.delta_list_integers)
 
     def prunable(f: pa.Field[Any]) -> bool:
         if pat.is_nested(f.type):
