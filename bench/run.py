@@ -304,6 +304,20 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def paired_ratio(ours: list[dict[str, Any]], peer: list[dict[str, Any]], name: str) -> str:
+    """Ours / peer per round (the two ran back to back), median over rounds: slow drifts of the
+    machine's speed cancel within a pair, which a ratio of medians does not do."""
+    pairs = [(a, b) for a, b in zip(ours, peer, strict=True) if not a.get("error") and not b.get("error")]
+    if not pairs:
+        return f"paired ours/{name}: no successful pair"
+    wall = [a["seconds"] / b["seconds"] for a, b in pairs]
+    cpu = [a["cpu_seconds"] / b["cpu_seconds"] for a, b in pairs]
+    return (
+        f"paired ours/{name} over {len(pairs)} round(s): wall {statistics.median(wall):.3f}x "
+        f"({min(wall):.2f}-{max(wall):.2f}), cpu {statistics.median(cpu):.3f}x ({min(cpu):.2f}-{max(cpu):.2f})"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small data set, one repeat: a smoke test")
@@ -365,6 +379,9 @@ def main() -> int:
         )
     if best:
         print(f"best peer: {best['method']} ({best['seconds']:.2f} s)")
+    if "ours" in methods:
+        for peer in (r["method"] for r in peers_ok):
+            print(paired_ratio(runs["ours"], runs[peer], peer))
 
     scale: dict[str, Any] = {}
     if "ours" in methods and not args.no_4x:

@@ -28,4 +28,6 @@ def test_bench_quick_runs_every_method_and_ours_keeps_every_row() -> None:
     ours = next(line for line in lines if line.startswith("ours "))
     assert " yes " in ours
     assert "best peer:" in proc.stdout
+    for peer in ("duckdb", "polars", "pyarrow"):
+        assert f"paired ours/{peer} over 1 round(s): wall " in proc.stdout
     assert "ours on 4x the data:" in proc.stdout

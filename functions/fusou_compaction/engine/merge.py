@@ -361,11 +361,12 @@ def writer_options(first: pa.Table, tuning: MergeTuning) -> dict[str, Any]:
       not on list and struct leaves, where min/max prune nothing and cost ~5% of encode time, nor
       on high-cardinality strings (uuids): their min/max span everything, and finding them costs
       a byte comparison per value (~1.5% of the run);
-    - delta encodings for the leaves without a dictionary: DELTA_BINARY_PACKED for timestamps
-      and integers (upload-ordered times and ids shrink to a few bits per value, about half the
-      encode cost of zstd on plain int64, and smaller), DELTA_LENGTH_BYTE_ARRAY for strings (uuids:
-      lengths apart from bytes, ~40% cheaper than zstd on plain and ~6% smaller). Every reader we
-      target (pyarrow, DuckDB, polars, Spark, Trino/Athena) decodes both; bench/RESULTS.md step 17.
+    - DELTA_BINARY_PACKED for timestamps and integers without a dictionary (upload-ordered times
+      and ids shrink to a few bits per value, about half the encode cost of zstd on plain int64,
+      and smaller); bench/RESULTS.md step 17. Strings without a dictionary (uuids) stay PLAIN:
+      DELTA_LENGTH_BYTE_ARRAY was ~40% cheaper on them, but some readers of a lake still refuse it
+      (Iceberg's vectorized reader before 1.11, Velox before 2026, Spark's before 3.4), and a file
+      nobody can read is worse than 1% of CPU.
     """
     dictionary = dictionary_columns(first, tuning.dictionary_max_ratio, list_integers=not tuning.delta_list_integers)
 
@@ -397,8 +398,6 @@ def _delta_encoding(t: pa.DataType) -> str | None:
     """The encoding for a leaf the dictionary does not take (too many distinct values), if any."""
     if pat.is_timestamp(t) or pat.is_integer(t):
         return "DELTA_BINARY_PACKED"
-    if pat.is_string(t) or pat.is_large_string(t) or pat.is_binary(t) or pat.is_large_binary(t):
-        return "DELTA_LENGTH_BYTE_ARRAY"
     return None
 
 
