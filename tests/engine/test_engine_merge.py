@@ -28,6 +28,7 @@ from fusou_compaction.engine import (
     LocalDirSink,
     MergeTuning,
     compact_bin,
+    dictionary_columns,
     schema_fingerprint,
 )
 from fusou_compaction.synth import Drift, generate_fragments, make_table
@@ -473,3 +474,26 @@ def test_joined_row_groups_keep_their_own_statistics(tmp_path: Path) -> None:
         assert column.statistics.min == pc.min(values).as_py()
         assert column.statistics.max == pc.max(values).as_py()
         assert pf.metadata.row_group(i).num_rows == len(values)
+
+
+def test_only_integers_really_inside_lists_lose_their_dictionary() -> None:
+    # Given repeating small ints: in a struct field named "list" (path "s.list.element", like a
+    # list's), inside a list of structs, and at the top level
+    n = 3000
+    table = pa.table(
+        {
+            "s": pa.StructArray.from_arrays(
+                [pa.StructArray.from_arrays([pa.array([i % 7 for i in range(n)])], ["element"])], ["list"]
+            ),
+            "ls": pa.array([[{"v": i % 5}] for i in range(n)]),
+            "top": pa.array([i % 3 for i in range(n)]),
+        }
+    )
+
+    # When the dictionary columns are chosen with integers in lists left out
+    chosen = dictionary_columns(table, 0.1, list_integers=False)
+
+    # Then only the leaf under a real list is left out; the struct field named "list" keeps it
+    assert "s.list.element" in chosen and "top" in chosen
+    assert "ls.list.element.v" not in chosen
+    assert "ls.list.element.v" in dictionary_columns(table, 0.1, list_integers=True)

@@ -306,27 +306,26 @@ class _Reader:
                 fut.cancel()
 
 
-_LIST_LEVEL = ".list."  # how pyarrow's writer names the level under a list in a column path
-
-
 def _leaf_columns(
-    name: str, arr: pa.ChunkedArray[Any] | pa.Array[Any]
-) -> Iterator[tuple[str, pa.ChunkedArray[Any] | pa.Array[Any]]]:
-    """(Parquet column path, values) for every leaf of a column, as the writer names them."""
+    name: str, arr: pa.ChunkedArray[Any] | pa.Array[Any], in_list: bool = False
+) -> Iterator[tuple[str, pa.ChunkedArray[Any] | pa.Array[Any], bool]]:
+    """(Parquet column path, values, inside a list?) for every leaf of a column, named as the
+    writer names them. Whether a leaf sits under a list is tracked here, not read back from the
+    path: a struct field may itself be called "list"."""
     t = arr.type
     if pat.is_struct(t):
         chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
         for i, f in enumerate(t):
             child = pa.chunked_array([c.field(i) for c in chunks], type=f.type)  # type: ignore[attr-defined]
-            yield from _leaf_columns(f"{name}.{f.name}", child)
+            yield from _leaf_columns(f"{name}.{f.name}", child, in_list)
     elif pat.is_list(t) or pat.is_large_list(t):
-        yield from _leaf_columns(f"{name}{_LIST_LEVEL}element", pc.list_flatten(arr))
+        yield from _leaf_columns(f"{name}.list.element", pc.list_flatten(arr), True)
     elif pat.is_map(t):
         return  # rare in this lake: leave maps to the writer's default (dictionary)
     elif pat.is_dictionary(t):
-        yield name, arr.cast(t.value_type)
+        yield name, arr.cast(t.value_type), in_list
     else:
-        yield name, arr
+        yield name, arr, in_list
 
 
 def dictionary_columns(table: pa.Table, max_ratio: float, *, list_integers: bool = True) -> list[str]:
@@ -339,12 +338,12 @@ def dictionary_columns(table: pa.Table, max_ratio: float, *, list_integers: bool
     sample = table.slice(0, min(table.num_rows, 65_536))
     chosen: list[str] = []
     for f in sample.schema:
-        for path, values in _leaf_columns(f.name, sample.column(f.name)):
+        for path, values, in_list in _leaf_columns(f.name, sample.column(f.name)):
             sample_values = values.slice(0, 65_536)
             valid = len(sample_values) - sample_values.null_count
             if pat.is_boolean(values.type) or pat.is_null(values.type):
                 continue
-            if not list_integers and pat.is_integer(values.type) and _LIST_LEVEL in path:
+            if not list_integers and in_list and pat.is_integer(values.type):
                 continue
             if valid == 0 or pc.count_distinct(sample_values).as_py() <= max(16, max_ratio * valid):
                 chosen.append(path)
@@ -385,7 +384,7 @@ def writer_options(first: pa.Table, tuning: MergeTuning) -> dict[str, Any]:
         chosen = set(dictionary)
         encodings: dict[str, str] = {}
         for f in first.schema:
-            for path, values in _leaf_columns(f.name, first.column(f.name).slice(0, 0)):
+            for path, values, _ in _leaf_columns(f.name, first.column(f.name).slice(0, 0)):
                 encoding = _delta_encoding(values.type)
                 if encoding and path not in chosen:
                     encodings[path] = encoding
