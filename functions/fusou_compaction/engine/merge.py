@@ -21,7 +21,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,9 +31,14 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pyarrow.types as pat
 
+try:  # what pq.ParquetFile wraps; see _open_parquet
+    from pyarrow._parquet import ParquetReader as _ParquetReader
+except ImportError:  # pragma: no cover - a pyarrow that moved it: fall back to the public class
+    _ParquetReader = None  # type: ignore[assignment, misc]
+
 from fusou_compaction.engine.errors import CorruptInputError, EngineError, SchemaCastError
 from fusou_compaction.engine.planner import DEFAULT_TARGET_FILE_SIZE, InputFile, MiB, PlannedBin
-from fusou_compaction.engine.schema import conform_table, schema_fingerprint, unify_schemas
+from fusou_compaction.engine.schema import Conformer, plan_conform, schema_fingerprint, unify_schemas
 from fusou_compaction.engine.stitch import ParquetPart, ParquetStitcher, StitchError
 from fusou_compaction.ports.object_store import WritableObject
 
@@ -69,6 +74,10 @@ class MergeTuning:
     # delta-packed instead of dictionary-encoded: ~6-9% less CPU for the whole run, +4% output
     # (still smaller than every peer); bench/RESULTS.md step 18.
     delta_list_integers: bool = True
+    # compact_bins, one bin at a time: start the next bin once this one has read its last input,
+    # so its footers and first decodes fill the cores this bin's last row groups leave idle
+    # (bench/RESULTS.md step 19). At most two bins in flight, only one of them reading.
+    overlap_bins: bool = True
 
 
 DEFAULT_TUNING = MergeTuning()
@@ -158,12 +167,26 @@ class _SchemaInterner:
             return self._by_key.setdefault(key, schema)
 
 
+def _open_parquet(source: pa.NativeFile, metadata: pq.FileMetaData | None = None) -> Any:
+    """The reader ``pq.ParquetFile(source, metadata=metadata).reader`` would be, opened the same way.
+
+    ParquetFile also builds a map of nested column paths in Python on every open (unused here):
+    ~60 us per file holding the GIL, twice per small input (bench/RESULTS.md step 21).
+    """
+    if _ParquetReader is None:  # pragma: no cover
+        return pq.ParquetFile(source, metadata=metadata).reader
+    reader = _ParquetReader()
+    # As ParquetFile opens it (the stubs lack arrow_extensions_enabled, which ParquetFile passes).
+    reader.open(source, metadata=metadata, pre_buffer=True, arrow_extensions_enabled=True)  # type: ignore[call-arg]
+    return reader
+
+
 def _read_footer(fs: pafs.FileSystem, inp: InputFile, keep: bool, schemas: _SchemaInterner) -> _Footer:
     try:
         with fs.open_input_file(inp.path) as f:
-            pf = pq.ParquetFile(f)
-            md = pf.metadata
-            schema = pf.schema_arrow
+            reader = _open_parquet(f)
+            md = reader.metadata
+            schema = reader.schema_arrow
     except (OSError, pa.ArrowException, ValueError) as exc:
         raise _corrupt(inp, exc) from exc
     if inp.row_count is not None and inp.row_count != md.num_rows:
@@ -193,18 +216,21 @@ class _Reader:
         self._pool = pool
         self._tuning = tuning
         self._on_input_read = on_input_read
+        # Keyed by the identity of the interned input schema and of the group's schema (both live
+        # as long as this reader's bin); a race computes one twice, harmlessly.
+        self._conformers: dict[tuple[int, int], Conformer] = {}
 
     def _whole(self, footer: _Footer, schema: pa.Schema) -> pa.Table:
         inp = footer.input
         try:
             with self._fs.open_input_file(inp.path) as f:
                 buf = f.read_buffer()
-            # The footer we already parsed is reused: ParquetFile over a buffer is ~30% cheaper per
-            # small file than pq.read_table (no dataset machinery, no second footer parse).
-            table = pq.ParquetFile(pa.BufferReader(buf), metadata=footer.metadata).read(use_threads=False)
+            # A reader over one buffer is ~30% cheaper per small file than pq.read_table (no
+            # dataset machinery; no second footer parse when phase 1 kept it).
+            table = _open_parquet(pa.BufferReader(buf), footer.metadata).read_all(use_threads=False)
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise _corrupt(inp, exc) from exc
-        return self._conform(inp, table, schema)
+        return self._conform(footer, table, schema)
 
     def _row_group(self, footer: _Footer, index: int, schema: pa.Schema) -> pa.Table:
         inp = footer.input
@@ -214,7 +240,7 @@ class _Reader:
                 table = pf.read_row_group(index, use_threads=False)
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise _corrupt(inp, exc) from exc
-        return self._conform(inp, table, schema)
+        return self._conform(footer, table, schema)
 
     def _decode(self, footer: _Footer, row_group: int, schema: pa.Schema) -> tuple[pa.Table, int]:
         """A whole input (``row_group`` -1) or one of its row groups, conformed and measured."""
@@ -232,16 +258,21 @@ class _Reader:
             with self._fs.open_input_file(inp.path) as f:
                 pf = pq.ParquetFile(f, metadata=footer.metadata, pre_buffer=False, buffer_size=1 << 20)
                 for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[index], use_threads=True):
-                    yield self._conform(inp, pa.Table.from_batches([batch]), schema)
+                    yield self._conform(footer, pa.Table.from_batches([batch]), schema)
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise _corrupt(inp, exc) from exc
 
-    @staticmethod
-    def _conform(inp: InputFile, table: pa.Table, schema: pa.Schema) -> pa.Table:
+    def _conform(self, footer: _Footer, table: pa.Table, schema: pa.Schema) -> pa.Table:
+        # The decoded table has the footer's Arrow schema (same reader, same options), so the
+        # plan made for that schema applies; from_arrays re-checks every column's type anyway.
+        key = (id(footer.schema), id(schema))
         try:
-            return conform_table(table, schema)
+            conformer = self._conformers.get(key)
+            if conformer is None:
+                conformer = self._conformers[key] = plan_conform(footer.schema, schema)
+            return conformer(table)
         except (pa.ArrowException, ValueError) as exc:
-            raise SchemaCastError(inp.id, inp.path, str(exc)) from exc
+            raise SchemaCastError(footer.input.id, footer.input.path, str(exc)) from exc
 
     def pieces(self, footers: Sequence[_Footer], schema: pa.Schema) -> Iterator[_Piece]:
         if self._on_input_read is None:
@@ -467,6 +498,7 @@ def compact_bin(
     name_prefix: str | None = None,
     tuning: MergeTuning = DEFAULT_TUNING,
     on_input_read: Callable[[InputFile], None] | None = None,
+    on_reading_done: Callable[[], None] | None = None,
 ) -> BinResult:
     """Merge one bin's inputs, in order, into outputs named ``f"{name_prefix}-{n:03d}.parquet"``.
 
@@ -475,6 +507,8 @@ def compact_bin(
     opened here and not yet closed is aborted, and the error propagates (``CorruptInputError``
     names the bad input). ``on_input_read`` is called once per input when all its rows have been
     handed to the writer (zero-row inputs right after the footers): progress reporting.
+    ``on_reading_done`` is called once, when every input has been read (what is left is encoding
+    and joining the last row groups), or when the bin fails: compact_bins starts the next bin then.
     """
     if isinstance(bin_or_inputs, PlannedBin):
         inputs = list(bin_or_inputs.inputs)
@@ -488,6 +522,16 @@ def compact_bin(
     outputs: list[OutputFile] = []
     opened: list[_OutputWriter] = []
     counter = 0
+    reading_done = _Once(on_reading_done)
+
+    def open_next() -> _OutputWriter:
+        nonlocal counter
+        name = f"{prefix}-{counter:03d}.parquet"
+        counter += 1
+        writer = _OutputWriter(name, open_output(name))
+        opened.append(writer)
+        return writer
+
     local = isinstance(source_fs, pafs.LocalFileSystem)
     io_threads = tuning.io_threads or (max(2, available_cpus()) if local else 16)
     encode_threads = tuning.encode_threads or min(8, available_cpus())
@@ -496,15 +540,8 @@ def compact_bin(
         ThreadPoolExecutor(max_workers=encode_threads, thread_name_prefix="fusou-encode") as encode_pool,
     ):
         try:
-            schemas = _SchemaInterner()
             # Footers first (the encoders are idle until then): the larger pool reads them.
-            footer_pool = pool if io_threads >= encode_threads else encode_pool
-            footers = list(
-                footer_pool.map(
-                    lambda n: _read_footer(source_fs, inputs[n], n < tuning.cached_footers, schemas),
-                    range(len(inputs)),
-                )
-            )
+            footers = _read_footers(source_fs, inputs, pool if io_threads >= encode_threads else encode_pool, tuning)
             nonempty = [f for f in footers if f.num_rows > 0]
             empty = [f.input.id for f in footers if f.num_rows == 0]
             if on_input_read is not None:
@@ -512,18 +549,9 @@ def compact_bin(
                     if f.num_rows == 0:
                         on_input_read(f.input)
             reader = _Reader(source_fs, pool, tuning, on_input_read)
-            for group in unify_schemas([f.schema for f in nonempty]):
-                members = [nonempty[i] for i in group.members]
+            groups = unify_schemas([f.schema for f in nonempty])
+            for n, group in enumerate(groups):
                 fingerprint = schema_fingerprint(group.schema)
-
-                def open_next() -> _OutputWriter:
-                    nonlocal counter
-                    name = f"{prefix}-{counter:03d}.parquet"
-                    counter += 1
-                    writer = _OutputWriter(name, open_output(name))
-                    opened.append(writer)
-                    return writer
-
                 group_writer = _GroupWriter(
                     group.schema,
                     encode_pool,
@@ -532,9 +560,14 @@ def compact_bin(
                     tuning=tuning,
                     max_pending=encode_threads,
                 )
-                for out in group_writer.write(reader.pieces(members, group.schema)):
+                pieces = reader.pieces([nonempty[i] for i in group.members], group.schema)
+                if n == len(groups) - 1:
+                    pieces = _then(pieces, reading_done)
+                for out in group_writer.write(pieces):
                     outputs.append(out.finish(fingerprint))
+            reading_done()  # no group at all (every input empty); a no-op otherwise
         except BaseException:
+            reading_done()
             for writer in opened:
                 if not writer.sink.closed:
                     writer.abort()
@@ -546,6 +579,30 @@ def compact_bin(
         files_in=len(inputs),
         consumed_without_output=empty,
     )
+
+
+def _read_footers(
+    fs: pafs.FileSystem, inputs: Sequence[InputFile], pool: ThreadPoolExecutor, tuning: MergeTuning
+) -> list[_Footer]:
+    schemas = _SchemaInterner()
+    return list(pool.map(lambda n: _read_footer(fs, inputs[n], n < tuning.cached_footers, schemas), range(len(inputs))))
+
+
+class _Once:
+    """Calls a callback (if any) the first time it is called, never again."""
+
+    def __init__(self, callback: Callable[[], None] | None) -> None:
+        self._callback = callback
+
+    def __call__(self) -> None:
+        callback, self._callback = self._callback, None
+        if callback is not None:
+            callback()
+
+
+def _then(pieces: Iterator[_Piece], callback: Callable[[], None]) -> Iterator[_Piece]:
+    yield from pieces
+    callback()
 
 
 class _GroupWriter:
@@ -674,11 +731,13 @@ def compact_bins(
 
     One bin already uses every core (row groups are encoded in parallel), so bins side by side
     (``max_parallel`` > 1) only pay off where one bin cannot keep the cores busy; they multiply
-    memory. Results come back in job order; the first error cancels the bins not yet started and
-    is raised after the running ones have finished (each aborts its own open outputs).
+    memory. One at a time, a bin still starts while the previous one finishes its last row groups
+    (``tuning.overlap_bins``). Results come back in job order; the first error (in job order)
+    stops the bins not yet started and is raised after the running ones have finished (each
+    aborts its own open outputs).
     """
 
-    def run(job: BinJob) -> BinResult:
+    def run(job: BinJob, on_reading_done: Callable[[], None] | None = None) -> BinResult:
         try:
             return compact_bin(
                 job.bin,
@@ -688,12 +747,15 @@ def compact_bins(
                 name_prefix=job.name_prefix,
                 tuning=tuning,
                 on_input_read=on_input_read,
+                on_reading_done=on_reading_done,
             )
         finally:
             _release_free_memory()
 
-    if max_parallel <= 1 or len(jobs) <= 1:
+    if len(jobs) <= 1 or (max_parallel <= 1 and not tuning.overlap_bins):
         return [run(j) for j in jobs]
+    if max_parallel <= 1:
+        return _run_chained(jobs, run)
     # Biggest bins first: the longest job starts early and the tail stays short.
     order = sorted(range(len(jobs)), key=lambda i: -jobs[i].bin.estimated_bytes)
     results: dict[int, BinResult] = {}
@@ -708,3 +770,39 @@ def compact_bins(
                 fut.cancel()
             raise
     return [results[i] for i in range(len(jobs))]
+
+
+class _NotStarted(Exception):
+    """A bin skipped because an earlier one failed."""
+
+
+def _run_chained(jobs: Sequence[BinJob], run: Callable[[BinJob, Callable[[], None]], BinResult]) -> list[BinResult]:
+    """Bins in order, bin i+1 starting when bin i has read its last input.
+
+    Two workers: bin i+1 waits (holding the second worker) for bin i's gate, so at most two bins
+    are in flight and only one reads; the one finishing has only its last few row groups left.
+    """
+    gates = [threading.Event() for _ in jobs]
+    failed = threading.Event()
+
+    def chained(i: int) -> BinResult:
+        if i > 0:
+            gates[i - 1].wait()
+        try:
+            if failed.is_set():
+                raise _NotStarted
+            return run(jobs[i], gates[i].set)
+        except BaseException:
+            failed.set()
+            raise
+        finally:
+            gates[i].set()
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="fusou-bin") as pool:
+        futures = [pool.submit(chained, i) for i in range(len(jobs))]
+        wait(futures)
+    errors = [f.exception() for f in futures]
+    first = next((e for e in errors if e is not None and not isinstance(e, _NotStarted)), None)
+    if first is not None:
+        raise first
+    return [f.result() for f in futures]
