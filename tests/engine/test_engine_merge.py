@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from pathlib import Path
 
@@ -32,7 +31,6 @@ from fusou_compaction.engine import (
     dictionary_columns,
     schema_fingerprint,
 )
-from fusou_compaction.engine.merge import _open_parquet
 from fusou_compaction.synth import Drift, generate_fragments, make_table
 
 SMALL_ROW_GROUPS = MergeTuning(row_group_bytes=64 * 1024, read_ahead_bytes=128 * 1024)
@@ -499,28 +497,3 @@ def test_only_integers_really_inside_lists_lose_their_dictionary() -> None:
     assert "s.list.element" in chosen and "top" in chosen
     assert "ls.list.element.v" not in chosen
     assert "ls.list.element.v" in dictionary_columns(table, 0.1, list_integers=True)
-
-
-def test_the_fast_reader_reads_what_parquet_file_reads(tmp_path: Path) -> None:
-    # Given a fragment with nested, dictionary, timestamp and extension (uuid) columns
-    table = pa.table(
-        {
-            "id": pa.array([uuid.UUID(int=i).bytes for i in range(3)], pa.uuid()),
-            "name": pa.array(["a", None, "a"]).dictionary_encode(),
-            "hp": pa.array([[1, 2], [], None], pa.list_(pa.int16())),
-            "at": pa.array([0, 1, 2], pa.timestamp("ms", "Asia/Tokyo")),
-            "stage": pa.array([{"f": 1}, None, {"f": 3}], pa.struct([("f", pa.int32())])),
-        }
-    )
-    path = write_fragment(tmp_path / "f.parquet", table)
-    buf = pa.py_buffer(path.read_bytes())
-
-    # When it is opened by the engine's reader, with and without the footer parsed before
-    fresh = _open_parquet(pa.BufferReader(buf))
-    reused = _open_parquet(pa.BufferReader(buf), fresh.metadata)
-
-    # Then both read exactly what pq.ParquetFile reads: same schema (extension types included), same values
-    expected = pq.ParquetFile(path).read()
-    assert fresh.schema_arrow == expected.schema
-    assert reused.read_all(use_threads=False).equals(expected)
-    assert expected.schema.field("id").type == pa.uuid()

@@ -21,7 +21,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,11 +30,6 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pyarrow.types as pat
-
-try:  # what pq.ParquetFile wraps; see _open_parquet
-    from pyarrow._parquet import ParquetReader as _ParquetReader
-except ImportError:  # pragma: no cover - a pyarrow that moved it: fall back to the public class
-    _ParquetReader = None  # type: ignore[assignment, misc]
 
 from fusou_compaction.engine.errors import CorruptInputError, EngineError, SchemaCastError
 from fusou_compaction.engine.planner import DEFAULT_TARGET_FILE_SIZE, InputFile, MiB, PlannedBin
@@ -74,10 +69,6 @@ class MergeTuning:
     # delta-packed instead of dictionary-encoded: ~6-9% less CPU for the whole run, +4% output
     # (still smaller than every peer); bench/RESULTS.md step 18.
     delta_list_integers: bool = True
-    # compact_bins, one bin at a time: start the next bin once this one has read its last input,
-    # so its footers and first decodes fill the cores this bin's last row groups leave idle
-    # (bench/RESULTS.md step 19). At most two bins in flight, only one of them reading.
-    overlap_bins: bool = True
 
 
 DEFAULT_TUNING = MergeTuning()
@@ -167,26 +158,12 @@ class _SchemaInterner:
             return self._by_key.setdefault(key, schema)
 
 
-def _open_parquet(source: pa.NativeFile, metadata: pq.FileMetaData | None = None) -> Any:
-    """The reader ``pq.ParquetFile(source, metadata=metadata).reader`` would be, opened the same way.
-
-    ParquetFile also builds a map of nested column paths in Python on every open (unused here):
-    ~60 us per file holding the GIL, twice per small input (bench/RESULTS.md step 21).
-    """
-    if _ParquetReader is None:  # pragma: no cover
-        return pq.ParquetFile(source, metadata=metadata).reader
-    reader = _ParquetReader()
-    # As ParquetFile opens it (the stubs lack arrow_extensions_enabled, which ParquetFile passes).
-    reader.open(source, metadata=metadata, pre_buffer=True, arrow_extensions_enabled=True)  # type: ignore[call-arg]
-    return reader
-
-
 def _read_footer(fs: pafs.FileSystem, inp: InputFile, keep: bool, schemas: _SchemaInterner) -> _Footer:
     try:
         with fs.open_input_file(inp.path) as f:
-            reader = _open_parquet(f)
-            md = reader.metadata
-            schema = reader.schema_arrow
+            pf = pq.ParquetFile(f)
+            md = pf.metadata
+            schema = pf.schema_arrow
     except (OSError, pa.ArrowException, ValueError) as exc:
         raise _corrupt(inp, exc) from exc
     if inp.row_count is not None and inp.row_count != md.num_rows:
@@ -225,9 +202,9 @@ class _Reader:
         try:
             with self._fs.open_input_file(inp.path) as f:
                 buf = f.read_buffer()
-            # A reader over one buffer is ~30% cheaper per small file than pq.read_table (no
-            # dataset machinery; no second footer parse when phase 1 kept it).
-            table = _open_parquet(pa.BufferReader(buf), footer.metadata).read_all(use_threads=False)
+            # The footer we already parsed is reused: ParquetFile over a buffer is ~30% cheaper per
+            # small file than pq.read_table (no dataset machinery, no second footer parse).
+            table = pq.ParquetFile(pa.BufferReader(buf), metadata=footer.metadata).read(use_threads=False)
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise _corrupt(inp, exc) from exc
         return self._conform(footer, table, schema)
@@ -498,7 +475,6 @@ def compact_bin(
     name_prefix: str | None = None,
     tuning: MergeTuning = DEFAULT_TUNING,
     on_input_read: Callable[[InputFile], None] | None = None,
-    on_reading_done: Callable[[], None] | None = None,
 ) -> BinResult:
     """Merge one bin's inputs, in order, into outputs named ``f"{name_prefix}-{n:03d}.parquet"``.
 
@@ -507,8 +483,6 @@ def compact_bin(
     opened here and not yet closed is aborted, and the error propagates (``CorruptInputError``
     names the bad input). ``on_input_read`` is called once per input when all its rows have been
     handed to the writer (zero-row inputs right after the footers): progress reporting.
-    ``on_reading_done`` is called once, when every input has been read (what is left is encoding
-    and joining the last row groups), or when the bin fails: compact_bins starts the next bin then.
     """
     if isinstance(bin_or_inputs, PlannedBin):
         inputs = list(bin_or_inputs.inputs)
@@ -522,16 +496,6 @@ def compact_bin(
     outputs: list[OutputFile] = []
     opened: list[_OutputWriter] = []
     counter = 0
-    reading_done = _Once(on_reading_done)
-
-    def open_next() -> _OutputWriter:
-        nonlocal counter
-        name = f"{prefix}-{counter:03d}.parquet"
-        counter += 1
-        writer = _OutputWriter(name, open_output(name))
-        opened.append(writer)
-        return writer
-
     local = isinstance(source_fs, pafs.LocalFileSystem)
     io_threads = tuning.io_threads or (max(2, available_cpus()) if local else 16)
     encode_threads = tuning.encode_threads or min(8, available_cpus())
@@ -540,8 +504,15 @@ def compact_bin(
         ThreadPoolExecutor(max_workers=encode_threads, thread_name_prefix="fusou-encode") as encode_pool,
     ):
         try:
+            schemas = _SchemaInterner()
             # Footers first (the encoders are idle until then): the larger pool reads them.
-            footers = _read_footers(source_fs, inputs, pool if io_threads >= encode_threads else encode_pool, tuning)
+            footer_pool = pool if io_threads >= encode_threads else encode_pool
+            footers = list(
+                footer_pool.map(
+                    lambda n: _read_footer(source_fs, inputs[n], n < tuning.cached_footers, schemas),
+                    range(len(inputs)),
+                )
+            )
             nonempty = [f for f in footers if f.num_rows > 0]
             empty = [f.input.id for f in footers if f.num_rows == 0]
             if on_input_read is not None:
@@ -549,9 +520,18 @@ def compact_bin(
                     if f.num_rows == 0:
                         on_input_read(f.input)
             reader = _Reader(source_fs, pool, tuning, on_input_read)
-            groups = unify_schemas([f.schema for f in nonempty])
-            for n, group in enumerate(groups):
+            for group in unify_schemas([f.schema for f in nonempty]):
+                members = [nonempty[i] for i in group.members]
                 fingerprint = schema_fingerprint(group.schema)
+
+                def open_next() -> _OutputWriter:
+                    nonlocal counter
+                    name = f"{prefix}-{counter:03d}.parquet"
+                    counter += 1
+                    writer = _OutputWriter(name, open_output(name))
+                    opened.append(writer)
+                    return writer
+
                 group_writer = _GroupWriter(
                     group.schema,
                     encode_pool,
@@ -560,14 +540,9 @@ def compact_bin(
                     tuning=tuning,
                     max_pending=encode_threads,
                 )
-                pieces = reader.pieces([nonempty[i] for i in group.members], group.schema)
-                if n == len(groups) - 1:
-                    pieces = _then(pieces, reading_done)
-                for out in group_writer.write(pieces):
+                for out in group_writer.write(reader.pieces(members, group.schema)):
                     outputs.append(out.finish(fingerprint))
-            reading_done()  # no group at all (every input empty); a no-op otherwise
         except BaseException:
-            reading_done()
             for writer in opened:
                 if not writer.sink.closed:
                     writer.abort()
@@ -579,30 +554,6 @@ def compact_bin(
         files_in=len(inputs),
         consumed_without_output=empty,
     )
-
-
-def _read_footers(
-    fs: pafs.FileSystem, inputs: Sequence[InputFile], pool: ThreadPoolExecutor, tuning: MergeTuning
-) -> list[_Footer]:
-    schemas = _SchemaInterner()
-    return list(pool.map(lambda n: _read_footer(fs, inputs[n], n < tuning.cached_footers, schemas), range(len(inputs))))
-
-
-class _Once:
-    """Calls a callback (if any) the first time it is called, never again."""
-
-    def __init__(self, callback: Callable[[], None] | None) -> None:
-        self._callback = callback
-
-    def __call__(self) -> None:
-        callback, self._callback = self._callback, None
-        if callback is not None:
-            callback()
-
-
-def _then(pieces: Iterator[_Piece], callback: Callable[[], None]) -> Iterator[_Piece]:
-    yield from pieces
-    callback()
 
 
 class _GroupWriter:
@@ -731,13 +682,11 @@ def compact_bins(
 
     One bin already uses every core (row groups are encoded in parallel), so bins side by side
     (``max_parallel`` > 1) only pay off where one bin cannot keep the cores busy; they multiply
-    memory. One at a time, a bin still starts while the previous one finishes its last row groups
-    (``tuning.overlap_bins``). Results come back in job order; the first error (in job order)
-    stops the bins not yet started and is raised after the running ones have finished (each
-    aborts its own open outputs).
+    memory. Results come back in job order; the first error cancels the bins not yet started and
+    is raised after the running ones have finished (each aborts its own open outputs).
     """
 
-    def run(job: BinJob, on_reading_done: Callable[[], None] | None = None) -> BinResult:
+    def run(job: BinJob) -> BinResult:
         try:
             return compact_bin(
                 job.bin,
@@ -747,15 +696,12 @@ def compact_bins(
                 name_prefix=job.name_prefix,
                 tuning=tuning,
                 on_input_read=on_input_read,
-                on_reading_done=on_reading_done,
             )
         finally:
             _release_free_memory()
 
-    if len(jobs) <= 1 or (max_parallel <= 1 and not tuning.overlap_bins):
+    if max_parallel <= 1 or len(jobs) <= 1:
         return [run(j) for j in jobs]
-    if max_parallel <= 1:
-        return _run_chained(jobs, run)
     # Biggest bins first: the longest job starts early and the tail stays short.
     order = sorted(range(len(jobs)), key=lambda i: -jobs[i].bin.estimated_bytes)
     results: dict[int, BinResult] = {}
@@ -770,39 +716,3 @@ def compact_bins(
                 fut.cancel()
             raise
     return [results[i] for i in range(len(jobs))]
-
-
-class _NotStarted(Exception):
-    """A bin skipped because an earlier one failed."""
-
-
-def _run_chained(jobs: Sequence[BinJob], run: Callable[[BinJob, Callable[[], None]], BinResult]) -> list[BinResult]:
-    """Bins in order, bin i+1 starting when bin i has read its last input.
-
-    Two workers: bin i+1 waits (holding the second worker) for bin i's gate, so at most two bins
-    are in flight and only one reads; the one finishing has only its last few row groups left.
-    """
-    gates = [threading.Event() for _ in jobs]
-    failed = threading.Event()
-
-    def chained(i: int) -> BinResult:
-        if i > 0:
-            gates[i - 1].wait()
-        try:
-            if failed.is_set():
-                raise _NotStarted
-            return run(jobs[i], gates[i].set)
-        except BaseException:
-            failed.set()
-            raise
-        finally:
-            gates[i].set()
-
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="fusou-bin") as pool:
-        futures = [pool.submit(chained, i) for i in range(len(jobs))]
-        wait(futures)
-    errors = [f.exception() for f in futures]
-    first = next((e for e in errors if e is not None and not isinstance(e, _NotStarted)), None)
-    if first is not None:
-        raise first
-    return [f.result() for f in futures]
