@@ -28,6 +28,7 @@ class Route:
     method: str
     admin_only: bool = False
     json_body: bool = False
+    public: bool = False  # no caller identity: only the API's own description
 
 
 # DESIGN's routes. Who may call is decided in the function (Supabase JWT, X-Admin-Token).
@@ -39,6 +40,8 @@ ROUTES = (
     Route("dlq-status", "GET", admin_only=True),
     Route("datasets/{dataset_id}", "GET"),
     Route("dlq-redrive", "POST", admin_only=True),
+    # The OpenAPI document the function serves (clients generate from it); it names no data.
+    Route("openapi.json", "GET", public=True),
 )
 
 # API Gateway's own errors keep the service's error shape: {"error", "message", "details"}.
@@ -199,6 +202,11 @@ class Api(Construct):
                 f"{route.method} /api/compaction/{route.path} authenticates {who} in the function, "
                 "as the API contract requires (401/403 bodies in the service's error shape)"
             )
+            if route.public:
+                reason = (
+                    f"{route.method} /api/compaction/{route.path} is the API's OpenAPI description: "
+                    "public on purpose, it reads no data and is throttled with the stage"
+                )
             cfn_method = method.node.default_child
             assert cfn_method is not None
             acknowledge(cfn_method, "AwsSolutions-APIG4", reason)
