@@ -31,10 +31,13 @@ class Asset:
     purpose: str
 
 
-# The CLI's typer and rich never run in Lambda.
+# Never run in Lambda: the CLI's typer and rich; psycopg and its pool, which only the postgres
+# catalog transport loads (local stack, tests, migrations), while the stack's functions use the
+# supabase transport (FUSOU_CATALOG_TRANSPORT in fusou_infra/stack.py).
+_NOT_IN_LAMBDA = ("typer", "rich", "psycopg", "psycopg-pool")
 ASSETS: dict[AssetName, Asset] = {
-    "parquet": Asset("parquet", ("typer", "rich"), "reads or writes Parquet: API, register, the pipeline steps"),
-    "light": Asset("light", ("typer", "rich", "pyarrow"), "queue consumer, DLQ and scheduled functions"),
+    "parquet": Asset("parquet", _NOT_IN_LAMBDA, "reads or writes Parquet: API, register, the pipeline steps"),
+    "light": Asset("light", (*_NOT_IN_LAMBDA, "pyarrow"), "queue consumer, DLQ and scheduled functions"),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -36,10 +37,11 @@ def test_only_the_parquet_asset_installs_pyarrow(build_assets: ModuleType, uv: s
     # Given the locked runtime dependencies, When each asset's requirements are exported
     parquet = build_assets.requirement_names(build_assets.export_requirements(uv, ASSETS["parquet"]))
     light = build_assets.requirement_names(build_assets.export_requirements(uv, ASSETS["light"]))
-    # Then pyarrow is only in the Parquet asset; the CLI's packages in neither; the rest in both
+    # Then pyarrow is only in the Parquet asset; the CLI's packages and psycopg (the postgres
+    # transport, never the deployed one) in neither; the rest in both
     assert "pyarrow" in parquet and "pyarrow" not in light
-    assert not {"typer", "rich"} & (parquet | light)
-    assert {"aws-lambda-powertools", "pydantic", "supabase", "psycopg", "pyjwt"} <= light
+    assert not {"typer", "rich", "psycopg", "psycopg-binary", "psycopg-pool"} & (parquet | light)
+    assert {"aws-lambda-powertools", "pydantic", "supabase", "pyjwt", "boto3"} <= light
 
 
 def test_an_asset_at_the_lambda_limit_fails_the_build(build_assets: ModuleType) -> None:
@@ -95,3 +97,24 @@ def test_app_script_accepts_cdk_style_context(build_assets: ModuleType) -> None:
     }
     with pytest.raises(SystemExit):
         app.parse_context(["--stage", "prod"])
+
+
+# Handlers per asset, as infra/fusou_infra (api.py, pipeline.py, schedule.py) assigns them.
+HANDLERS_BY_ASSET = {"parquet": ("api", "register", "steps"), "light": ("consumer", "dlq", "scheduled")}
+MODULES_OF = {"psycopg-pool": "psycopg_pool"}  # distribution -> module, where they differ
+
+
+@pytest.mark.parametrize("asset", sorted(HANDLERS_BY_ASSET))
+def test_every_handler_imports_without_what_its_asset_leaves_out(asset: str) -> None:
+    # Given a Python where the asset's pruned packages cannot be imported
+    blocked = [MODULES_OF.get(name, name) for name in ASSETS[asset].prune]  # type: ignore[index]
+    code = (
+        "import sys\n"
+        f"for name in {blocked!r}:\n"
+        "    sys.modules[name] = None\n"
+        f"for handler in {HANDLERS_BY_ASSET[asset]!r}:\n"
+        "    __import__('fusou_compaction.handlers.' + handler)\n"
+    )
+    # When the asset's handlers are imported, Then none of them needs a pruned package at import
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr

@@ -42,8 +42,16 @@ class PostgresRpc:
         schema: str = "public",
         role: str | None = None,
     ) -> None:
-        # psycopg is imported here: the deployed (supabase) transport never needs it.
-        from psycopg_pool import ConnectionPool
+        # psycopg is imported here: the deployed (supabase) transport never needs it, and the
+        # Lambda assets leave it out (infra/fusou_infra/assets.py).
+        try:
+            from psycopg_pool import ConnectionPool
+        except ImportError as exc:
+            # A set-up error, not an outage: CatalogUnavailable would be retried.
+            raise RuntimeError(
+                "the postgres catalog transport needs psycopg and psycopg-pool, which are not installed "
+                "(the Lambda assets leave them out): set FUSOU_CATALOG_TRANSPORT=supabase, or install them"
+            ) from exc
 
         self._pool = ConnectionPool(
             database_url,
