@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from fusou_compaction.engine import conform_table, merge_types, plan_conform, schema_fingerprint, unify_schemas
+from fusou_compaction.engine import merge_types, schema_fingerprint, unify_schemas
 
 
 @pytest.mark.parametrize(
@@ -110,40 +110,3 @@ def test_fingerprint_tells_types_order_and_nullability_apart() -> None:
         pa.schema([("a", pa.timestamp("ms")), ("b", pa.string())]),
     ]
     assert len({schema_fingerprint(s) for s in [base, *variants]}) == 5
-
-
-def test_a_conform_plan_made_once_casts_every_table_of_that_schema() -> None:
-    # Given a fragment schema from an old client (int16 level, dictionary names, no `note`) and
-    # the unified schema of its group
-    old = pa.schema([("level", pa.int16()), ("name", pa.dictionary(pa.int32(), pa.string()))])
-    unified = unify_schemas([old, pa.schema([("level", pa.int32()), ("name", pa.string()), ("note", pa.string())])])
-    (group,) = unified
-    tables = [
-        pa.table({"level": pa.array(levels, pa.int16()), "name": pa.array(names).dictionary_encode()}, schema=old)
-        for levels, names in (([1, 2], ["a", "b"]), ([99], [None]))
-    ]
-
-    # When one plan is made for the old schema and applied to both tables
-    plan = plan_conform(old, group.schema)
-    out = [plan(t) for t in tables]
-
-    # Then each comes out in the unified schema with its own values, nulls where the column was missing
-    assert [t.schema for t in out] == [group.schema, group.schema]
-    assert out[0].to_pylist() == [{"level": 1, "name": "a", "note": None}, {"level": 2, "name": "b", "note": None}]
-    assert out[1].to_pylist() == [{"level": 99, "name": None, "note": None}]
-    assert [conform_table(t, group.schema) for t in tables] == out
-
-
-def test_a_table_already_in_the_unified_schema_is_passed_through_untouched() -> None:
-    schema = pa.schema([("level", pa.int32())])
-    table = pa.table({"level": pa.array([1], pa.int32())})
-    assert plan_conform(table.schema, schema)(table) is table
-
-
-def test_a_positional_group_refuses_a_table_with_another_column_count() -> None:
-    # Given a group with duplicate column names (conformed by position) and a narrower schema
-    dup = pa.schema([("a", pa.int32()), ("a", pa.int64())])
-
-    # Then planning says why instead of mislabelling columns
-    with pytest.raises(ValueError, match="by position"):
-        plan_conform(pa.schema([("a", pa.int32())]), dup)

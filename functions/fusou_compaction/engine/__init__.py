@@ -24,13 +24,11 @@ from fusou_compaction.engine.planner import (
     plan_table,
 )
 from fusou_compaction.engine.schema import (
-    Conformer,
     SchemaGroup,
     conform_table,
     merge_schemas,
     merge_types,
     normalize_schema,
-    plan_conform,
     schema_fingerprint,
     unify_schemas,
 )
@@ -41,7 +39,6 @@ __all__ = [
     "DEFAULT_TUNING",
     "BinJob",
     "BinResult",
-    "Conformer",
     "CorruptInputError",
     "EngineError",
     "InputFile",
@@ -62,7 +59,6 @@ __all__ = [
     "merge_types",
     "normalize_schema",
     "open_local_output",
-    "plan_conform",
     "plan_table",
     "schema_fingerprint",
     "unify_schemas",

@@ -33,7 +33,7 @@ import pyarrow.types as pat
 
 from fusou_compaction.engine.errors import CorruptInputError, EngineError, SchemaCastError
 from fusou_compaction.engine.planner import DEFAULT_TARGET_FILE_SIZE, InputFile, MiB, PlannedBin
-from fusou_compaction.engine.schema import Conformer, plan_conform, schema_fingerprint, unify_schemas
+from fusou_compaction.engine.schema import conform_table, schema_fingerprint, unify_schemas
 from fusou_compaction.engine.stitch import ParquetPart, ParquetStitcher, StitchError
 from fusou_compaction.ports.object_store import WritableObject
 
@@ -193,9 +193,6 @@ class _Reader:
         self._pool = pool
         self._tuning = tuning
         self._on_input_read = on_input_read
-        # Keyed by the identity of the interned input schema and of the group's schema (both live
-        # as long as this reader's bin); a race computes one twice, harmlessly.
-        self._conformers: dict[tuple[int, int], Conformer] = {}
 
     def _whole(self, footer: _Footer, schema: pa.Schema) -> pa.Table:
         inp = footer.input
@@ -207,7 +204,7 @@ class _Reader:
             table = pq.ParquetFile(pa.BufferReader(buf), metadata=footer.metadata).read(use_threads=False)
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise _corrupt(inp, exc) from exc
-        return self._conform(footer, table, schema)
+        return self._conform(inp, table, schema)
 
     def _row_group(self, footer: _Footer, index: int, schema: pa.Schema) -> pa.Table:
         inp = footer.input
@@ -217,7 +214,7 @@ class _Reader:
                 table = pf.read_row_group(index, use_threads=False)
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise _corrupt(inp, exc) from exc
-        return self._conform(footer, table, schema)
+        return self._conform(inp, table, schema)
 
     def _decode(self, footer: _Footer, row_group: int, schema: pa.Schema) -> tuple[pa.Table, int]:
         """A whole input (``row_group`` -1) or one of its row groups, conformed and measured."""
@@ -235,21 +232,16 @@ class _Reader:
             with self._fs.open_input_file(inp.path) as f:
                 pf = pq.ParquetFile(f, metadata=footer.metadata, pre_buffer=False, buffer_size=1 << 20)
                 for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[index], use_threads=True):
-                    yield self._conform(footer, pa.Table.from_batches([batch]), schema)
+                    yield self._conform(inp, pa.Table.from_batches([batch]), schema)
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise _corrupt(inp, exc) from exc
 
-    def _conform(self, footer: _Footer, table: pa.Table, schema: pa.Schema) -> pa.Table:
-        # The decoded table has the footer's Arrow schema (same reader, same options), so the
-        # plan made for that schema applies; from_arrays re-checks every column's type anyway.
-        key = (id(footer.schema), id(schema))
+    @staticmethod
+    def _conform(inp: InputFile, table: pa.Table, schema: pa.Schema) -> pa.Table:
         try:
-            conformer = self._conformers.get(key)
-            if conformer is None:
-                conformer = self._conformers[key] = plan_conform(footer.schema, schema)
-            return conformer(table)
+            return conform_table(table, schema)
         except (pa.ArrowException, ValueError) as exc:
-            raise SchemaCastError(footer.input.id, footer.input.path, str(exc)) from exc
+            raise SchemaCastError(inp.id, inp.path, str(exc)) from exc
 
     def pieces(self, footers: Sequence[_Footer], schema: pa.Schema) -> Iterator[_Piece]:
         if self._on_input_read is None:

@@ -220,58 +220,21 @@ def unify_schemas(schemas: Sequence[pa.Schema]) -> list[SchemaGroup]:
     return groups
 
 
-@dataclass(frozen=True, slots=True)
-class Conformer:
-    """Casts tables of one source schema to a unified schema, with every per-column decision made
-    once (``plan_conform``).
-
-    A bin decodes thousands of fragments that share a handful of schemas; deciding per piece
-    which column to cast meant comparing nested types in Python for every column of every piece,
-    all of it holding the GIL the decode threads need (~1 s of a 8 s bench run, bench/RESULTS.md
-    step 20). Arrow's cast does the per-value work (widening, dictionary decode, struct fields by
-    name).
-    """
-
-    schema: pa.Schema
-    # Per output column: (source column index, or -1 for all nulls; the type to cast to, or None
-    # when the source column already has the output type).
-    steps: tuple[tuple[int, pa.DataType | None], ...]
-    identity: bool
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        if self.identity:
-            return table
-        source = table.columns
-        columns: list[pa.ChunkedArray[Any] | pa.Array[Any]] = []
-        for (index, cast_to), f in zip(self.steps, self.schema, strict=True):
-            if index < 0:
-                columns.append(pa.nulls(table.num_rows, f.type))
-            elif cast_to is None:
-                columns.append(source[index])
-            else:
-                columns.append(source[index].cast(cast_to))
-        return pa.Table.from_arrays(columns, schema=self.schema)
-
-
-def plan_conform(source: pa.Schema, schema: pa.Schema) -> Conformer:
-    """How to conform tables of ``source`` to ``schema``, a unified schema ``source`` belongs to."""
-    if source.equals(schema, check_metadata=False):
-        return Conformer(schema, (), identity=True)
-    if len(set(schema.names)) != len(schema.names):
-        # A group of its own (see unify_schemas): same layout, by position.
-        if len(source) != len(schema):
-            raise ValueError(f"cannot conform {len(source)} columns to {len(schema)} by position")
-        pairs = enumerate(zip(source, schema, strict=True))
-        steps = tuple((i, None if s.type == f.type else f.type) for i, (s, f) in pairs)
-        return Conformer(schema, steps, identity=False)
-    positions = {name: i for i, name in enumerate(source.names)}
-    plan: list[tuple[int, pa.DataType | None]] = []
-    for f in schema:
-        i = positions.get(f.name, -1)
-        plan.append((i, None if i < 0 or source.field(i).type == f.type else f.type))
-    return Conformer(schema, tuple(plan), identity=False)
-
-
 def conform_table(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Cast a table to a unified schema it belongs to: one cast per column, nulls for missing ones."""
-    return plan_conform(table.schema, schema)(table)
+    """Cast a table to a unified schema it belongs to: one cast per column, nulls for missing ones.
+
+    Arrow's cast does the per-value work (widening, dictionary decode, struct fields by name).
+    """
+    if table.schema.equals(schema, check_metadata=False):
+        return table
+    if len(set(schema.names)) != len(schema.names):
+        return table.cast(schema)  # a group of its own (see unify_schemas): same layout, by position
+    names = table.schema.names
+    columns: list[pa.ChunkedArray[Any] | pa.Array[Any]] = []
+    for f in schema:
+        if f.name in names:
+            col = table.column(f.name)
+            columns.append(col if col.type == f.type else col.cast(f.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, f.type))
+    return pa.Table.from_arrays(columns, schema=schema)
