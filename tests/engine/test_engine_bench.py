@@ -23,11 +23,12 @@ def test_bench_quick_runs_every_method_and_ours_keeps_every_row() -> None:
     # Then it exits 0 (ours kept every row), and prints a line per method, the ratio and the 4x run
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
-    for method in ("ours", "duckdb", "polars", "pyarrow", "decode-only", "encode-only"):
+    for method in ("ours", "ours-schema", "duckdb", "polars", "pyarrow", "decode-only", "encode-only"):
         assert any(line.split()[:1] == [method] for line in lines), f"{method} missing:\n{proc.stdout}"
-    ours = next(line for line in lines if line.startswith("ours "))
-    assert " yes " in ours
+    for ours in ("ours", "ours-schema"):
+        line = next(line for line in lines if line.startswith(f"{ours} "))
+        assert " yes " in line
+        for peer in ("duckdb", "polars", "pyarrow"):
+            assert f"paired {ours}/{peer} over 1 round(s): wall " in proc.stdout
+        assert f"{ours} on 4x the data:" in proc.stdout
     assert "best peer:" in proc.stdout
-    for peer in ("duckdb", "polars", "pyarrow"):
-        assert f"paired ours/{peer} over 1 round(s): wall " in proc.stdout
-    assert "ours on 4x the data:" in proc.stdout

@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from engine_testkit import input_files, normalize_row, output_paths, rows_of_output, run_bin
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fusou_compaction.engine import MergeTuning
+from fusou_compaction.engine import LocalDirSink, MergeTuning, compact_bin, unify_schemas
 
 # Column "families": every variant inside a family unifies; different families conflict.
 FAMILIES: dict[str, list[pa.DataType]] = {
@@ -82,7 +83,9 @@ def lakes(draw: st.DrawFn, allow_conflicts: bool) -> list[pa.Table]:
     return tables
 
 
-def _compact(tables: list[pa.Table], row_group_size: int, rg_bytes: int) -> tuple[list[list[Any]], list[Any], Any]:
+def _compact(
+    tables: list[pa.Table], row_group_size: int, rg_bytes: int, *, check_known_schema: bool = True
+) -> tuple[list[list[Any]], list[Any], Any]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         paths = []
@@ -98,7 +101,28 @@ def _compact(tables: list[pa.Table], row_group_size: int, rg_bytes: int) -> tupl
         )
         outputs = [rows_of_output(p) for p in output_paths(root / "out")]
         expected = [normalize_row(r) for t in tables for r in pq.read_table(paths[tables.index(t)]).to_pylist()]
+        if check_known_schema:
+            _check_known_schema(paths, root, rg_bytes, result)
         return outputs, expected, result
+
+
+def _check_known_schema(paths: list[Path], root: Path, rg_bytes: int, usual: Any) -> None:
+    """Given the first group's unified schema (what a catalog would know), the bin writes the same
+    bytes; it falls back to reading footers first exactly when some input does not fit."""
+    groups = unify_schemas([pq.read_schema(p) for p in paths if pq.read_metadata(p).num_rows > 0])
+    if not groups:
+        return
+    tuning = MergeTuning(row_group_bytes=rg_bytes, read_ahead_bytes=rg_bytes, max_row_group_rows=50)
+    known = compact_bin(
+        input_files(paths),
+        source_fs=pafs.LocalFileSystem(),
+        open_output=LocalDirSink(root / "known"),
+        tuning=tuning,
+        schema=groups[0].schema,
+    )
+    assert [(o.name, o.sha256) for o in known.outputs] == [(o.name, o.sha256) for o in usual.outputs]
+    assert (known.rows_in, known.consumed_without_output) == (usual.rows_in, usual.consumed_without_output)
+    assert known.known_schema_missed == (len(groups) > 1)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
