@@ -77,6 +77,19 @@ def test_uuid_arrays_and_json_arguments_bind_like_postgrest(remote: Catalog) -> 
     assert remote.release_claims(claimed, "cron") == 3
 
 
+def test_schemas_are_recorded_and_read_back_over_http(remote: Catalog) -> None:
+    # text[] and a jsonb object of strings bind as PostgREST binds them
+    import pyarrow as pa
+
+    from fusou_compaction.engine import schema_fingerprint, schema_from_base64, schema_to_base64
+
+    schema = pa.schema([("battle_id", pa.string()), ("hp", pa.list_(pa.int16()))])
+    fp = schema_fingerprint(schema)
+    assert remote.register_schemas({fp: schema_to_base64(schema)}) == 1
+    got = remote.get_schemas([fp, "0" * 64])
+    assert list(got) == [fp] and schema_from_base64(got[fp]).equals(schema)
+
+
 def test_a_wrong_service_key_is_refused(postgrest: LocalPostgrest) -> None:
     intruder = Catalog(SupabaseRpc(postgrest.url, "not-the-key"))
     with pytest.raises(CatalogError) as exc:

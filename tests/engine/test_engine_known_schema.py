@@ -19,6 +19,10 @@ from fusou_compaction.engine import (
     LocalDirSink,
     MergeTuning,
     compact_bin,
+    schema_fingerprint,
+    schema_from_base64,
+    schema_to_base64,
+    unify_known,
     unify_schemas,
 )
 from fusou_compaction.synth import Drift, generate_fragments, make_table
@@ -235,3 +239,29 @@ def test_a_schema_with_duplicate_names_is_ignored(tmp_path: Path) -> None:
     result = _compact(input_files(paths), tmp_path / "out", dup)
     _same_outputs(result, _compact(input_files(paths), tmp_path / "usual", None))
     assert not result.known_schema_missed
+
+
+def test_unifying_each_known_schema_once_gives_what_unifying_every_footer_gives(tmp_path: Path) -> None:
+    # Given drifted fragments of every table, and what the catalog records: one schema per
+    # fingerprint (the first seen), and each input's fingerprint in upload order
+    for table in ["battle", "hougeki", "air_battle", "ship_state"]:
+        paths = generate_fragments(tmp_path / table, tables=[table], fragments=40, rows_per_fragment=50)
+        nonempty = [p for p in paths if pq.read_metadata(p).num_rows > 0]
+        schemas = [pq.read_schema(p) for p in nonempty]
+        fingerprints = [schema_fingerprint(s) for s in schemas]
+        recorded = {}
+        for fp, s in zip(fingerprints, schemas, strict=True):
+            recorded.setdefault(fp, schema_from_base64(schema_to_base64(s)))
+        assert len(recorded) > 3  # drift gives several schemas
+
+        # When the Compact step's unification runs on the records
+        known = unify_known(fingerprints, recorded)
+
+        # Then it is the schema phase 1 would find from every footer
+        (group,) = unify_schemas(schemas)
+        assert known is not None and known.equals(group.schema)
+        # and an unknown fingerprint, or schemas that do not unify, give no schema at all
+        assert unify_known([*fingerprints, "0" * 64], recorded) is None
+    odd = pa.schema([("battle_id", pa.int64())])
+    battle = pa.schema([("battle_id", pa.string())])
+    assert unify_known(["a", "b"], {"a": battle, "b": odd}) is None

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid4
 
+import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -117,3 +118,10 @@ def steps(catalog: Catalog, store: S3ObjectStore) -> CompactionSteps:
 def stack() -> Iterator[LocalStack]:
     with LocalStack(StackOptions(serve_api=False, run_daily_schedule=False, step_time_scale=0.001)) as s:
         yield s
+
+
+@pytest.fixture
+def sql(database_url: str) -> Iterator[psycopg.Connection]:
+    """A superuser connection for arranging catalog state behind the service's back."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        yield conn

@@ -5,14 +5,15 @@ from __future__ import annotations
 from uuid import uuid4
 
 import psycopg
+import pyarrow as pa
 import pytest
 
 from fusou_compaction import keys
 from fusou_compaction.adapters.s3 import S3ObjectStore
 from fusou_compaction.catalog.client import Catalog
-from fusou_compaction.engine import CorruptInputError
+from fusou_compaction.engine import CorruptInputError, schema_from_base64, schema_to_base64
 from fusou_compaction.logic.steps import CompactionSteps, DatasetNotFound, LeaseLost, StepConfig
-from fusou_compaction.pipeline.models import CompactItem, FailureInput, StepError
+from fusou_compaction.pipeline.models import BinManifest, CompactItem, FailureInput, StepError
 
 from .conftest import execution_input, live_rows, row_multiset, upload_fragments
 
@@ -168,3 +169,67 @@ def test_record_failure_fails_the_run_at_its_step_and_frees_the_lease(
     assert status.runs[0].error == "CorruptInputError: object gone"
     assert status.dataset.lease_owner is None
     assert (envelope.error_step, envelope.body, envelope.message_id) == ("Compact", ex.body, ex.message_id)
+
+
+def _manifests(store: S3ObjectStore, results) -> list[BinManifest]:  # type: ignore[no-untyped-def]
+    return [BinManifest.model_validate_json(store.get_bytes(r.manifest_key)) for r in results]
+
+
+def test_compact_takes_the_bins_schema_from_the_catalog_and_records_its_outputs(
+    steps: CompactionSteps, catalog: Catalog, store: S3ObjectStore
+) -> None:
+    # Given fragments uploaded through the service (which records each schema)
+    up = upload_fragments(catalog, store, fragments=6, rows=300, tables=("battle",))
+    ex = execution_input(up.dataset)
+
+    # When a run compacts them
+    _plan, results, update = _run_all(steps, ex)
+
+    # Then the bin's schema came from the catalog (each input read once), every row is there, and
+    # the output's schema is recorded too
+    (manifest,) = _manifests(store, results)
+    assert manifest.schema_source == "catalog"
+    assert update.committed
+    assert row_multiset(live_rows(catalog, store, up.dataset, "battle")) == row_multiset(up.rows["battle"])  # type: ignore[arg-type]
+    (output,) = catalog.list_live_files(up.dataset, "battle")
+    assert list(catalog.get_schemas([output.schema_fingerprint])) == [output.schema_fingerprint]
+
+    # And a later run, merging that small compacted file with new fragments, finds every schema too
+    more = upload_fragments(
+        catalog, store, fragments=3, rows=300, tables=("battle",), seed=7, dataset=up.dataset, owner=up.owner
+    )
+    _plan, results, _update = _run_all(steps, execution_input(up.dataset))
+    assert [m.schema_source for m in _manifests(store, results)] == ["catalog"]
+    expected = pa.concat_tables([up.rows["battle"], more.rows["battle"]], promote_options="permissive")
+    assert row_multiset(live_rows(catalog, store, up.dataset, "battle")) == row_multiset(expected)  # type: ignore[arg-type]
+
+
+def test_a_schema_the_catalog_lacks_means_reading_footers_first(
+    steps: CompactionSteps, catalog: Catalog, store: S3ObjectStore, sql: psycopg.Connection
+) -> None:
+    # Given fragments whose schemas the catalog does not have (uploaded before migration 0004)
+    up = upload_fragments(catalog, store, fragments=4, rows=200, tables=("battle",))
+    sql.execute("DELETE FROM arrow_schemas")
+
+    # When compacted, Then the engine read the footers first, and no row is lost
+    _plan, results, _update = _run_all(steps, execution_input(up.dataset))
+    assert [m.schema_source for m in _manifests(store, results)] == ["footers"]
+    assert row_multiset(live_rows(catalog, store, up.dataset, "battle")) == row_multiset(up.rows["battle"])  # type: ignore[arg-type]
+
+
+def test_a_wrong_schema_in_the_catalog_costs_time_not_rows(
+    steps: CompactionSteps, catalog: Catalog, store: S3ObjectStore, sql: psycopg.Connection
+) -> None:
+    # Given a catalog whose record of every fragment's schema has lost a column
+    up = upload_fragments(catalog, store, fragments=4, rows=200, tables=("battle",))
+    real = schema_from_base64(sql.execute("SELECT ipc_base64 FROM arrow_schemas").fetchone()[0])  # type: ignore[index]
+    sql.execute(
+        "UPDATE arrow_schemas SET ipc_base64 = %s", [schema_to_base64(real.remove(real.get_field_index("rank")))]
+    )
+
+    # When compacted, Then the bin was done again from its footers, with every row and column
+    _plan, results, _update = _run_all(steps, execution_input(up.dataset))
+    assert [m.schema_source for m in _manifests(store, results)] == ["catalog-missed"]
+    rows = live_rows(catalog, store, up.dataset, "battle")
+    assert rows is not None and "rank" in rows.column_names
+    assert row_multiset(rows) == row_multiset(up.rows["battle"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -35,11 +35,15 @@ _garbage = TypeAdapter(list[GarbageObject])
 _uuids = TypeAdapter(list[UUID])
 _strs = TypeAdapter(list[str])
 _redrivable = TypeAdapter(list[RedrivableFailure])
+_schemas = TypeAdapter(dict[str, str])
 
 
 class Catalog:
     def __init__(self, transport: RpcTransport) -> None:
         self.transport = transport
+        # Fingerprints this client has recorded: a warm upload Lambda sees the same few schemas
+        # (one per client version and table) over and over, and skips the call for them.
+        self._recorded_schemas: set[str] = set()
 
     def _call(self, function: str, **params: Any) -> Any:
         return self.transport.call(function, {k: v for k, v in params.items() if v is not None})
@@ -75,6 +79,26 @@ class Catalog:
                 p_dataset_name=dataset_name,
             )
         )
+
+    # Arrow schemas by fingerprint (migration 0004): a cache that lets the Compact step unify a
+    # bin's schemas without reading every footer first.
+    def register_schemas(self, schemas: Mapping[str, str]) -> int:
+        """Record ``{fingerprint: base64 Arrow IPC schema}``; returns how many were new to the
+        catalog. Fingerprints this client already recorded are not sent again."""
+        todo = {fp: b64 for fp, b64 in schemas.items() if fp not in self._recorded_schemas}
+        if not todo:
+            return 0
+        added = int(self._call("register_schemas", p_schemas=todo))
+        if len(self._recorded_schemas) > 4096:  # bounded: a long-lived process sees many versions
+            self._recorded_schemas.clear()
+        self._recorded_schemas.update(todo)
+        return added
+
+    def get_schemas(self, fingerprints: Sequence[str]) -> dict[str, str]:
+        """The recorded schemas among ``fingerprints`` (unknown ones are absent)."""
+        if not fingerprints:
+            return {}
+        return _schemas.validate_python(self._call("get_schemas", p_fingerprints=sorted(set(fingerprints))))
 
     def get_dataset(self, dataset_id: UUID) -> Dataset:
         return Dataset.model_validate(self._call("get_dataset", p_dataset_id=dataset_id))

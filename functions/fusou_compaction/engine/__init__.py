@@ -30,6 +30,9 @@ from fusou_compaction.engine.schema import (
     merge_types,
     normalize_schema,
     schema_fingerprint,
+    schema_from_base64,
+    schema_to_base64,
+    unify_known,
     unify_schemas,
 )
 from fusou_compaction.engine.sinks import LocalDirSink, LocalFileWriter, open_local_output
@@ -61,6 +64,9 @@ __all__ = [
     "open_local_output",
     "plan_table",
     "schema_fingerprint",
+    "schema_from_base64",
+    "schema_to_base64",
+    "unify_known",
     "unify_schemas",
     "use_system_allocator",
 ]

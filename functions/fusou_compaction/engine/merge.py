@@ -91,6 +91,7 @@ class OutputFile:
     sha256: str
     schema_fingerprint: str
     input_ids: list[str]  # inputs with at least one row in this output, in upload order
+    schema: pa.Schema | None = None  # the output's (unified) schema: callers record it by fingerprint
 
 
 @dataclass(frozen=True, slots=True)
@@ -539,10 +540,10 @@ class _OutputWriter:
             with contextlib.suppress(Exception):
                 self.sink.abort()
 
-    def finish(self, fingerprint: str) -> OutputFile:
+    def finish(self, fingerprint: str, schema: pa.Schema) -> OutputFile:
         size = self._stitcher.finish()
         self.sink.close()
-        return OutputFile(self.name, self.rows, size, self.sink.sha256, fingerprint, self.input_ids)
+        return OutputFile(self.name, self.rows, size, self.sink.sha256, fingerprint, self.input_ids, schema)
 
 
 def compact_bin(
@@ -705,7 +706,7 @@ class _BinRun:
                     max_pending=encode_threads,
                 )
                 for out in group_writer.write(reader.pieces(members, schema)):
-                    outputs.append(out.finish(fingerprint))
+                    outputs.append(out.finish(fingerprint, schema))
         except BaseException:
             for writer in opened:
                 if not writer.sink.closed:

@@ -15,9 +15,10 @@ another group, and so to another output file, never dropped.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +89,16 @@ def _canonical(t: pa.DataType) -> Any:  # noqa: PLR0911
     if pat.is_decimal(t):
         return ["decimal", t.bit_width, t.precision, t.scale]
     return [str(t)]
+
+
+def schema_to_base64(schema: pa.Schema) -> str:
+    """The schema as Arrow IPC bytes in base64: how the catalog stores it (migration 0004)."""
+    # Schema-level metadata (pandas' or a writer's) is not part of the fingerprint: left out.
+    return base64.b64encode(schema.remove_metadata().serialize().to_pybytes()).decode("ascii")
+
+
+def schema_from_base64(text: str) -> pa.Schema:
+    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text, validate=True)))
 
 
 def schema_fingerprint(schema: pa.Schema) -> str:
@@ -218,6 +229,20 @@ def unify_schemas(schemas: Sequence[pa.Schema]) -> list[SchemaGroup]:
             groups.append(SchemaGroup(normalize_schema(schema), [index]))
             merged_fp.append({fp})
     return groups
+
+
+def unify_known(fingerprints: Sequence[str], known: Mapping[str, pa.Schema]) -> pa.Schema | None:
+    """The unified schema of inputs with these fingerprints (upload order; leave empty inputs
+    out, as phase 1 does) if every one is known and they form one group, else None.
+
+    Unifying each distinct schema once, in order of first appearance, gives what unifying every
+    input's footer gives: a schema already absorbed is skipped there too.
+    """
+    order = list(dict.fromkeys(fingerprints))
+    if not order or any(fp not in known for fp in order):
+        return None
+    groups = unify_schemas([known[fp] for fp in order])
+    return groups[0].schema if len(groups) == 1 else None
 
 
 def conform_table(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import pyarrow as pa
 from pydantic import TypeAdapter
 
 from fusou_compaction import engine, keys
 from fusou_compaction.catalog.client import Catalog
 from fusou_compaction.catalog.errors import CatalogNotFound
 from fusou_compaction.catalog.models import CompactedOutput
+from fusou_compaction.observability import logger
 from fusou_compaction.pipeline.models import (
     BinInput,
     BinManifest,
@@ -162,6 +164,7 @@ class CompactionSteps:
                     row_count=i.row_count or 0,
                     seq=i.seq,
                     kind=i.kind,
+                    schema_fingerprint=catalog_files[i.id].schema_fingerprint,
                 )
                 for i in b.inputs
             ]
@@ -227,12 +230,24 @@ class CompactionSteps:
         def open_output(name: str) -> WritableObject:
             return self.store.open_writer(prefix + name, content_type="application/vnd.apache.parquet")
 
+        known = self._known_schema(inputs)
         result = engine.compact_bin(
             planned,
             source_fs=self.store.filesystem(),
             open_output=open_output,
             target_file_size=self.config.target_file_size,
             name_prefix=f"part-{item.bin.index:05d}",
+            schema=known,
+        )
+        source = "footers" if known is None else ("catalog-missed" if result.known_schema_missed else "catalog")
+        if result.known_schema_missed:
+            logger.warning(
+                "an input did not fit the catalog's schema; the bin was compacted again from its footers",
+                extra={"run_id": str(item.run_id), "table": item.bin.table, "bin": item.bin.index},
+            )
+        # Outputs become inputs of later runs (small compacted files are merged again).
+        self.catalog.register_schemas(
+            {o.schema_fingerprint: engine.schema_to_base64(o.schema) for o in result.outputs if o.schema is not None}
         )
         manifest = BinManifest(
             run_id=item.run_id,
@@ -254,6 +269,7 @@ class CompactionSteps:
             rows_in=result.rows_in,
             bytes_in=result.bytes_in,
             seconds=round(time.monotonic() - started, 4),
+            schema_source=source,
         )
         manifest_key = keys.manifest_key(item.run_id, item.bin.table, item.bin.index)
         self.store.put(manifest_key, manifest.model_dump_json(by_alias=True).encode(), content_type="application/json")
@@ -266,6 +282,20 @@ class CompactionSteps:
             files_out=len(result.outputs),
             bytes_out=result.bytes_out,
         )
+
+    def _known_schema(self, inputs: list[BinInput]) -> pa.Schema | None:
+        """The bin's unified schema from the catalog's record of each input's schema, or None (the
+        engine then reads every footer first, as it always can)."""
+        fingerprints = [i.schema_fingerprint for i in inputs if i.row_count > 0]
+        if not fingerprints or any(fp is None for fp in fingerprints):
+            return None
+        wanted = [fp for fp in fingerprints if fp is not None]
+        try:
+            known = {fp: engine.schema_from_base64(b64) for fp, b64 in self.catalog.get_schemas(wanted).items()}
+        except (ValueError, pa.ArrowInvalid) as exc:  # a damaged record: costs time, not correctness
+            logger.warning("unreadable schema in the catalog; reading footers", extra={"error": str(exc)})
+            return None
+        return engine.unify_known(wanted, known)
 
     # Update --------------------------------------------------------------------------------
     def update(self, ex: ExecutionInput, plan: PlanResult, results: list[CompactResult]) -> UpdateResult:

@@ -27,6 +27,7 @@ class ParquetSummary:
     rows: int
     schema_fingerprint: str
     columns: int
+    arrow_schema: str  # base64 Arrow IPC, recorded by fingerprint for the Compact step
 
 
 @dataclass(frozen=True)
@@ -57,14 +58,14 @@ def inspect_parquet(data: bytes) -> ParquetSummary:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from fusou_compaction.engine.schema import schema_fingerprint
+    from fusou_compaction.engine.schema import schema_fingerprint, schema_to_base64
 
     if len(data) < 12 or data[:4] != b"PAR1" or data[-4:] != b"PAR1":
         raise NotParquet("not a Parquet file (missing PAR1 magic at start or end)")
     try:
         pf = pq.ParquetFile(pa.BufferReader(data))
         schema = pf.schema_arrow
-        return ParquetSummary(pf.metadata.num_rows, schema_fingerprint(schema), len(schema))
+        return ParquetSummary(pf.metadata.num_rows, schema_fingerprint(schema), len(schema), schema_to_base64(schema))
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise NotParquet(f"unreadable Parquet: {exc}") from exc
 
@@ -92,6 +93,8 @@ def store_fragment(
     key = keys.fragment_key(dataset_id, table, sha)
     # Same bytes → same key: an existing object is already exactly these bytes.
     store.put_if_absent(key, data, content_type="application/vnd.apache.parquet")
+    # The schema before the fragment: a fragment the planner sees normally has its schema known.
+    catalog.register_schemas({summary.schema_fingerprint: summary.arrow_schema})
     reg = catalog.register_fragment(
         dataset_id=dataset_id,
         owner_id=owner_id,

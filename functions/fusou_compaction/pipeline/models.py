@@ -68,6 +68,9 @@ class BinInput(Wire):
     row_count: int
     seq: int
     kind: Literal["fragment", "compacted"]
+    # Lets the Compact step find the bin's unified schema in the catalog (None: plans made before
+    # it was recorded; the engine then reads footers first).
+    schema_fingerprint: str | None = None
 
 
 class PlannedBin(Wire):
@@ -124,6 +127,10 @@ class BinManifest(Wire):
     rows_in: int
     bytes_in: int
     seconds: float
+    # Where the bin's unified schema came from: "catalog" (each input read once), "footers" (a
+    # schema unknown to the catalog, or several schema groups), "catalog-missed" (an input did
+    # not fit the catalog's schema; the bin was done again from the footers).
+    schema_source: Literal["catalog", "footers", "catalog-missed"] = "footers"
 
 
 class CompactResult(Wire):
