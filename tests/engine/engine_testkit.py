@@ -95,3 +95,22 @@ def output_paths(out_dir: Path) -> list[Path]:
 
 def all_files(out_dir: Path) -> list[Path]:
     return sorted(p for p in out_dir.rglob("*") if p.is_file()) if out_dir.exists() else []
+
+
+DAMAGES = ["truncated", "not-parquet", "missing", "corrupt-page"]
+
+
+def damage(path: Path, how: str) -> None:
+    """Break an input the ways a lake breaks: cut short, not Parquet at all, gone, a bad page."""
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "not-parquet":
+        path.write_text("battle_id,map_id\n1,1-1\n")
+    elif how == "missing":
+        path.unlink()
+    elif how == "corrupt-page":
+        data = bytearray(path.read_bytes())
+        data[4:64] = b"\xff" * 60  # first page header: the footer stays valid, decoding fails
+        path.write_bytes(bytes(data))
+    else:
+        raise ValueError(how)

@@ -10,7 +10,16 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from engine_testkit import all_files, input_files, output_paths, rows_of_input, rows_of_output, write_fragment
+from engine_testkit import (
+    DAMAGES,
+    all_files,
+    damage,
+    input_files,
+    output_paths,
+    rows_of_input,
+    rows_of_output,
+    write_fragment,
+)
 
 from fusou_compaction.engine import (
     BinResult,
@@ -36,12 +45,14 @@ def _compact(
     schema: pa.Schema | None,
     tuning: MergeTuning = SMALL,
     progress: list[str] | None = None,
+    target_file_size: int = 128 * 1024 * 1024,
 ) -> BinResult:
     return compact_bin(
         inputs,
         source_fs=pafs.LocalFileSystem(),
         open_output=LocalDirSink(out),
         tuning=tuning,
+        target_file_size=target_file_size,
         schema=schema,
         on_input_read=None if progress is None else (lambda i: progress.append(i.id)),
     )
@@ -125,22 +136,8 @@ def test_an_input_that_does_not_fit_makes_the_bin_start_over_the_usual_way(tmp_p
     progress: list[str] = []
     tuning = MergeTuning(row_group_bytes=32 * 1024, read_ahead_bytes=32 * 1024)
     inputs = input_files(paths)
-    known = compact_bin(
-        inputs,
-        source_fs=pafs.LocalFileSystem(),
-        open_output=LocalDirSink(tmp_path / "known"),
-        tuning=tuning,
-        target_file_size=96 * 1024,
-        schema=stale,
-        on_input_read=lambda i: progress.append(i.id),
-    )
-    usual = compact_bin(
-        inputs,
-        source_fs=pafs.LocalFileSystem(),
-        open_output=LocalDirSink(tmp_path / "usual"),
-        tuning=tuning,
-        target_file_size=96 * 1024,
-    )
+    known = _compact(inputs, tmp_path / "known", stale, tuning, progress, target_file_size=96 * 1024)
+    usual = _compact(inputs, tmp_path / "usual", None, tuning, target_file_size=96 * 1024)
 
     # Then it says so, its outputs are exactly the usual way's (same names, same bytes, nothing
     # else on disk), and progress still names each input once, in order
@@ -170,22 +167,12 @@ def test_inputs_that_cannot_be_unified_still_get_their_own_output_group(tmp_path
     assert result.rows_out == result.rows_in == 2 * 400 + 300
 
 
-@pytest.mark.parametrize("damage", ["truncated", "not-parquet", "missing", "corrupt-page"])
-def test_a_bad_input_is_named_and_leaves_no_file(tmp_path: Path, damage: str) -> None:
+@pytest.mark.parametrize("how", DAMAGES)
+def test_a_bad_input_is_named_and_leaves_no_file(tmp_path: Path, how: str) -> None:
     # Given four good fragments, their schema, and then damage to the third
     paths = _fragments(tmp_path, "battle", [Drift()] * 4, rows=2000)
     schema = _unified(paths)
-    bad = paths[2]
-    if damage == "truncated":
-        bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
-    elif damage == "not-parquet":
-        bad.write_text("battle_id,map_id\n1,1-1\n")
-    elif damage == "missing":
-        bad.unlink()
-    else:
-        data = bytearray(bad.read_bytes())
-        data[4:64] = b"\xff" * 60  # first page header: the footer stays valid, decoding fails
-        bad.write_bytes(bytes(data))
+    damage(paths[2], how)
     inputs = [InputFile(id=f"in-{i}", path=str(p), size_bytes=1000, seq=i) for i, p in enumerate(paths)]
 
     # When compacted with the schema given and tiny row groups (an output is open by then)

@@ -13,7 +13,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 from engine_testkit import (
+    DAMAGES,
     all_files,
+    damage,
     input_files,
     output_paths,
     rows_of_input,
@@ -319,25 +321,12 @@ def test_output_metadata_matches_the_file(tmp_path: Path) -> None:
     assert out.schema_fingerprint == schema_fingerprint(pq.read_schema(tmp_path / "out" / out.name))
 
 
-def _corrupt_page(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[4:64] = b"\xff" * 60  # first page header: the footer stays valid, decoding fails
-    path.write_bytes(bytes(data))
-
-
-@pytest.mark.parametrize("damage", ["truncated", "not-parquet", "missing", "corrupt-page"])
-def test_bad_input_raises_corrupt_input_error_naming_it_and_leaves_no_file(tmp_path: Path, damage: str) -> None:
+@pytest.mark.parametrize("how", DAMAGES)
+def test_bad_input_raises_corrupt_input_error_naming_it_and_leaves_no_file(tmp_path: Path, how: str) -> None:
     # Given three good fragments and one damaged one in the middle
     paths = _drift_fragments(tmp_path, "battle", [Drift()] * 4, rows=2000)
     bad = paths[2]
-    if damage == "truncated":
-        bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
-    elif damage == "not-parquet":
-        bad.write_text("battle_id,map_id\n1,1-1\n")
-    elif damage == "missing":
-        bad.unlink()
-    else:
-        _corrupt_page(bad)
+    damage(bad, how)
     inputs = [InputFile(id=f"in-{i}", path=str(p), size_bytes=1000, seq=i) for i, p in enumerate(paths)]
 
     # When compacted with tiny row groups, so an output is already open when the bad one is read
