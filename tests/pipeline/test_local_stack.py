@@ -279,7 +279,7 @@ def test_every_step_event_parses_into_its_model() -> None:
 
     assert state_input(load_event("step_validate.json")).message.priority == "manual"
     assert state_input(load_event("step_get_metadata.json")).run_id
-    assert CompactItem.model_validate(load_event("step_compact.json")).bin.inputs
+    assert CompactItem.model_validate(load_event("step_compact.json")).bin.inputs[0].schema_fingerprint  # type: ignore[index]
     upd = load_event("step_update.json")
     assert PlanResult.model_validate(upd["plan"]).bins and CompactResult.model_validate(upd["compact"][0])
     assert "Compact" in FailureInput.model_validate(load_event("step_record_failure.json")).failure
