@@ -217,6 +217,30 @@ def test_inputs_too_big_to_read_whole_are_read_by_row_group(tmp_path: Path) -> N
     assert known.rows_out == 70_100
 
 
+def test_a_schema_in_another_encoding_or_with_metadata_gives_the_same_bytes(tmp_path: Path) -> None:
+    # Given the unified schema spelt with dictionary strings, large lists and metadata (as a
+    # catalog record of one fragment's schema may be)
+    paths = _fragments(tmp_path, "hougeki", [Drift(), Drift(dictionary_strings=True)])
+    schema = _unified(paths)
+    spelt = pa.schema(
+        [
+            pa.field(
+                f.name,
+                pa.dictionary(pa.int32(), f.type) if pa.types.is_string(f.type) else f.type,
+                f.nullable,
+                metadata={"origin": "client"},
+            )
+            for f in schema
+        ],
+        metadata={"writer": "fusou 1.2"},
+    )
+
+    # When compacted with it, Then the outputs are the usual way's, byte for byte
+    known = _compact(input_files(paths), tmp_path / "known", spelt)
+    assert not known.known_schema_missed
+    _same_outputs(known, _compact(input_files(paths), tmp_path / "usual", None))
+
+
 def test_a_schema_with_duplicate_names_is_ignored(tmp_path: Path) -> None:
     # Given a schema no input can be matched against by name
     paths = _fragments(tmp_path, "battle", [Drift(), Drift()])

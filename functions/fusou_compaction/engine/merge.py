@@ -33,7 +33,13 @@ import pyarrow.types as pat
 
 from fusou_compaction.engine.errors import CorruptInputError, EngineError, SchemaCastError
 from fusou_compaction.engine.planner import DEFAULT_TARGET_FILE_SIZE, InputFile, MiB, PlannedBin
-from fusou_compaction.engine.schema import conform_table, merge_schemas, schema_fingerprint, unify_schemas
+from fusou_compaction.engine.schema import (
+    conform_table,
+    merge_schemas,
+    normalize_schema,
+    schema_fingerprint,
+    unify_schemas,
+)
 from fusou_compaction.engine.stitch import ParquetPart, ParquetStitcher, StitchError
 from fusou_compaction.ports.object_store import WritableObject
 
@@ -596,7 +602,8 @@ def compact_bin(
 
         run.on_input_read = once
     try:
-        return run.known(_KnownSchema(schema))
+        # Normalized as phase 1's groups are (plain encodings, no metadata): the same bytes out.
+        return run.known(_KnownSchema(normalize_schema(schema)))
     except _SchemaMiss:
         pass  # outside the handler: the retry's errors must not chain to this one
     return replace(run.discover(), known_schema_missed=True)
