@@ -197,15 +197,16 @@ class Api(Construct):
                 # refuses a body that is not a JSON object (400), as the error contract says.
                 request_models={"application/json": json_object} if route.json_body else None,
             )
-            who = "X-Admin-Token (compared in constant time)" if route.admin_only else "the Supabase JWT"
-            reason = (
-                f"{route.method} /api/compaction/{route.path} authenticates {who} in the function, "
-                "as the API contract requires (401/403 bodies in the service's error shape)"
-            )
             if route.public:
                 reason = (
                     f"{route.method} /api/compaction/{route.path} is the API's OpenAPI description: "
                     "public on purpose, it reads no data and is throttled with the stage"
+                )
+            else:
+                who = "X-Admin-Token (compared in constant time)" if route.admin_only else "the Supabase JWT"
+                reason = (
+                    f"{route.method} /api/compaction/{route.path} authenticates {who} in the function, "
+                    "as the API contract requires (401/403 bodies in the service's error shape)"
                 )
             cfn_method = method.node.default_child
             assert cfn_method is not None
