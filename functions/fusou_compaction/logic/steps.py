@@ -243,7 +243,7 @@ class CompactionSteps:
         if result.known_schema_missed:
             logger.warning(
                 "an input did not fit the catalog's schema; the bin was compacted again from its footers",
-                extra={"run_id": str(item.run_id), "table": item.bin.table, "bin": item.bin.index},
+                extra={"runId": str(item.run_id), "table": item.bin.table, "bin": item.bin.index},
             )
         # Outputs become inputs of later runs (small compacted files are merged again).
         self.catalog.register_schemas(
