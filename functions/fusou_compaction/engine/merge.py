@@ -35,6 +35,7 @@ from fusou_compaction.engine.errors import CorruptInputError, EngineError, Schem
 from fusou_compaction.engine.planner import DEFAULT_TARGET_FILE_SIZE, InputFile, MiB, PlannedBin
 from fusou_compaction.engine.schema import (
     conform_table,
+    has_duplicate_names,
     merge_schemas,
     normalize_schema,
     schema_fingerprint,
@@ -226,8 +227,7 @@ class _KnownSchema:
         with self._lock:
             known = self._fits.get(key)
         if known is None:
-            unique = len(set(schema.names)) == len(schema.names)  # else a group of its own
-            merged = merge_schemas(self.schema, schema) if unique else None
+            merged = None if has_duplicate_names(schema) else merge_schemas(self.schema, schema)
             known = merged is not None and schema_fingerprint(merged) == self._fingerprint
             with self._lock:
                 self._fits[key] = known
@@ -588,7 +588,7 @@ def compact_bin(
     if len({i.id for i in inputs}) != len(inputs):
         raise EngineError("input ids must be unique within a bin")
     run = _BinRun(inputs, prefix, source_fs, open_output, target_file_size, tuning, on_input_read)
-    if schema is None or len(set(schema.names)) != len(schema.names):
+    if schema is None or has_duplicate_names(schema):
         return run.discover()
     reported: set[str] = set()
     if on_input_read is not None:

@@ -91,6 +91,11 @@ def _canonical(t: pa.DataType) -> Any:  # noqa: PLR0911
     return [str(t)]
 
 
+def has_duplicate_names(schema: pa.Schema) -> bool:
+    """Columns cannot be matched by name: such a schema is a group of its own (unify_schemas)."""
+    return len(set(schema.names)) != len(schema.names)
+
+
 def schema_to_base64(schema: pa.Schema) -> str:
     """The schema as Arrow IPC bytes in base64: how the catalog stores it (migration 0004)."""
     # Schema-level metadata (pandas' or a writer's) is not part of the fingerprint: left out.
@@ -206,7 +211,7 @@ def unify_schemas(schemas: Sequence[pa.Schema]) -> list[SchemaGroup]:
     # Callers usually pass the same few Schema objects thousands of times (one per fragment).
     fingerprints: dict[int, str] = {}
     for index, schema in enumerate(schemas):
-        if len(set(schema.names)) != len(schema.names):
+        if has_duplicate_names(schema):
             groups.append(SchemaGroup(normalize_schema(schema), [index]))
             merged_fp.append({"\0unmergeable"})
             continue
@@ -252,7 +257,7 @@ def conform_table(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """
     if table.schema.equals(schema, check_metadata=False):
         return table
-    if len(set(schema.names)) != len(schema.names):
+    if has_duplicate_names(schema):
         return table.cast(schema)  # a group of its own (see unify_schemas): same layout, by position
     names = table.schema.names
     columns: list[pa.ChunkedArray[Any] | pa.Array[Any]] = []
