@@ -574,10 +574,10 @@ def compact_bin(
     ``schema``: the inputs' unified schema, when the caller knows it (the catalog records each
     fragment's schema at upload; the bench gives it to the peers and to ``ours-schema``). Then no
     footer is read ahead: each input is read once, its footer checked as it is decoded (one GET
-    per input on S3 instead of two; 5-7% less time in the bench, bench/RESULTS.md step 20). An input that does not fit the schema
-    (a column it lacks, a wider type) makes the bin start over the usual way, footers first, under
-    the same output names; ``BinResult.known_schema_missed`` tells. A schema that fits every input
-    gives byte for byte the outputs the usual way gives.
+    per input on S3 instead of two; 5-7% less time in the bench, bench/RESULTS.md step 20). An
+    input that does not fit the schema (a column it lacks, a wider type) makes the bin start over
+    the usual way, footers first, under the same output names; ``BinResult.known_schema_missed``
+    tells. A schema that fits every input gives byte for byte the outputs the usual way gives.
     """
     if isinstance(bin_or_inputs, PlannedBin):
         inputs = list(bin_or_inputs.inputs)
