@@ -23,6 +23,8 @@ from engine_testkit import (
     run_bin,
     write_fragment,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fusou_compaction.engine import (
     CorruptInputError,
@@ -486,3 +488,37 @@ def test_only_integers_really_inside_lists_lose_their_dictionary() -> None:
     assert "s.list.element" in chosen and "top" in chosen
     assert "ls.list.element.v" not in chosen
     assert "ls.list.element.v" in dictionary_columns(table, 0.1, list_integers=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(min_value=8_000, max_value=70_000),
+    # The limits that matter: 16, 10% of a prefix of 8,192, 10% of the 65,536-value sample
+    distinct=st.one_of(
+        st.sampled_from([1, 16, 17, 800, 1_000, 3_000, 6_000, 6_553, 6_554, 7_000, 8_192, 9_000]),
+        st.integers(min_value=1, max_value=70_000),
+    ),
+    null_every=st.sampled_from([0, 2, 7]),
+    late_unique=st.booleans(),
+)
+def test_dictionary_choice_equals_a_full_count_of_the_sample(
+    rows: int, distinct: int, null_every: int, late_unique: bool
+) -> None:
+    # Given a column whose number of distinct values ranges over the 10% limit of its sample,
+    # with or without nulls, and sometimes repeating at first and unique only later (the case
+    # where a prefix looks like a dictionary column and the whole sample does not)
+    values: list[int | None] = [i % distinct for i in range(rows)]
+    if late_unique:
+        values = [0] * (rows // 2) + list(range(rows - rows // 2))
+    if null_every:
+        values = [None if i % null_every == 0 else v for i, v in enumerate(values)]
+    table = pa.table({"v": pa.array(values, pa.int64())})
+
+    # When the engine chooses its dictionary columns
+    chosen = dictionary_columns(table, 0.1)
+
+    # Then it decides what counting every distinct value of the 65,536-value sample decides
+    sample = table.column("v").slice(0, 65_536)
+    valid = len(sample) - sample.null_count
+    expected = valid == 0 or pc.count_distinct(sample).as_py() <= max(16, 0.1 * valid)
+    assert ("v" in chosen) == expected
