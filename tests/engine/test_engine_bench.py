@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,3 +35,55 @@ def test_bench_quick_runs_every_method_and_ours_keeps_every_row() -> None:
             assert f"paired {ours}/{peer} over 1 round(s): wall " in proc.stdout
         assert f"{ours} on 4x the data:" in proc.stdout
     assert "best peer:" in proc.stdout
+    assert "targets (fastest peer: " in proc.stdout
+    assert "4x peak RSS within +10% of 1x, ours-schema: " in proc.stdout
+
+
+def _load_bench() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(method: str, seconds: float, rss: float = 170.0, out: int = 232_000_000) -> dict[str, Any]:
+    return {"method": method, "seconds": seconds, "cpu_seconds": 2 * seconds, "peak_rss_mb": rss, "bytes_out": out}
+
+
+def test_targets_are_judged_on_both_the_ratio_of_medians_and_the_paired_median() -> None:
+    bench = _load_bench()
+    # Given three rounds in which polars' speed drifts: ours-schema is faster by medians and in
+    # pairs, while ours ties by medians but is slower in two of the three pairs
+    runs = {
+        "ours-schema": [_run("ours-schema", 6.8), _run("ours-schema", 8.6), _run("ours-schema", 7.6)],
+        "ours": [_run("ours", 7.6), _run("ours", 8.0, rss=290.0), _run("ours", 8.4)],
+        "polars": [_run("polars", 7.0), _run("polars", 9.0), _run("polars", 8.0, out=261_000_000)],
+        "duckdb": [_run("duckdb", 9.0, rss=280.0)] * 3,
+    }
+    results = [
+        {**_run(m, statistics.median(r["seconds"] for r in rs)), "peak_rss_mb": max(r["peak_rss_mb"] for r in rs)}
+        for m, rs in runs.items()
+    ]
+    # and a 4x run whose peak grew 12%
+    scale = {"ours": {"one": {"peak_rss_mb": 100.0}, "four": {"peak_rss_mb": 112.0}}}
+
+    # When the targets are judged
+    lines = bench.target_lines(results, runs, scale)
+
+    # Then ours-schema meets the time target (7.6 / 8.0 by medians; pairs 0.971, 0.956, 0.95),
+    # ours does not (8.0 / 8.0 by medians, but pairs 1.086, 0.889, 1.05), and +12% at 4x is over
+    text = "\n".join(lines)
+    assert lines[0].startswith("targets (fastest peer: polars;")
+    assert "ours-schema (schema handed over, like the peers): 0.95x by medians, 0.956x paired: met" in text
+    assert "ours (schema read from the footers): 1.00x by medians, 1.050x paired: NOT met" in text
+    assert "peak RSS <= 300 MB (1x and 4x): 290 MB: met" in text
+    assert "232.0 MB vs the smallest peer's 232.0 MB (+0.0%): met" in text
+    assert "4x peak RSS within +10% of 1x, ours: +12.0%: NOT met" in text
+
+
+def test_targets_say_nothing_without_a_peer() -> None:
+    bench = _load_bench()
+    # Given a run of ours alone, When the targets are judged, Then there is nothing to judge against
+    runs = {"ours": [_run("ours", 8.0)]}
+    assert bench.target_lines([_run("ours", 8.0)], runs, {}) == []
