@@ -369,9 +369,7 @@ def target_lines(
             f"  time <= {TIME_TARGET:.1f}x, {name} ({how}): {ratio:.2f}x by medians, {paired:.3f}x paired: "
             f"{verdict(worst <= TIME_TARGET)}{stretch}"
         )
-    peak = max(
-        [r["peak_rss_mb"] for r in ours_done] + [s["four"]["peak_rss_mb"] for s in scale.values() if "four" in s]
-    )
+    peak = max([r["peak_rss_mb"] for r in ours_done] + [s["four"]["peak_rss_mb"] for s in scale.values()])
     lines.append(f"  peak RSS <= {RSS_LIMIT_MB} MB (1x and 4x): {peak:.0f} MB: {verdict(peak <= RSS_LIMIT_MB)}")
     out = max(r["bytes_out"] for r in ours_done)
     lines.append(
