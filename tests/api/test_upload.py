@@ -11,6 +11,8 @@ import pytest
 
 from fusou_compaction import keys
 
+from ..forged_parquet import battle_rows, rewrite_counts, rust_zero_count_parquet
+from ..forged_parquet import parquet_bytes as forged_bytes
 from .conftest import Api, b64, call, error_of, invoke_event, parquet_bytes, sample_event
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
@@ -110,6 +112,37 @@ def test_not_parquet_is_415_and_stores_nothing(api: Api, data: bytes, why: str) 
     dataset = uuid4()
     status, code, _ = error_of(raw(api, data, dataset=dataset))
     assert (status, code) == (415, "not_parquet"), why
+    assert list(api.deps.store.list_objects(keys.dataset_prefix(dataset))) == []
+
+
+def test_a_rust_written_fragment_is_stored_with_the_rows_its_row_groups_hold(api: Api) -> None:
+    # Given a fragment as FUSOU's early Rust uploader wrote it: file-level num_rows 0, 6 rows inside
+    data = rust_zero_count_parquet(6)
+    # When it is uploaded
+    response = raw(api, data)
+    # Then it is accepted with the 6 rows every reader decodes, not the footer's 0
+    assert response["statusCode"] == 201, response
+    assert json.loads(response["body"])["rowCount"] == 6
+
+
+@pytest.mark.parametrize(
+    ("data", "names"),
+    [
+        (rewrite_counts(forged_bytes(battle_rows(6)), row_group_rows={0: 2}), "column 'battle_id' holds 6 values"),
+        (
+            rewrite_counts(forged_bytes(battle_rows(6)), row_group_rows={0: 100}, column_values={0: 100}),
+            "the footer says 100 rows but 6 were decoded",
+        ),
+    ],
+    ids=["row-group-says-fewer", "footer-says-more-than-decodes"],
+)
+def test_a_fragment_whose_counts_contradict_its_data_is_422_and_stores_nothing(
+    api: Api, data: bytes, names: str
+) -> None:
+    dataset = uuid4()
+    status, code, message = error_of(raw(api, data, dataset=dataset))
+    assert (status, code) == (422, "invalid_parquet")
+    assert names in message
     assert list(api.deps.store.list_objects(keys.dataset_prefix(dataset))) == []
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from engine_testkit import all_files, output_paths, rows_of_input, rows_of_output
+from tests.forged_parquet import rust_zero_count_parquet, write
 
 from fusou_compaction.cli.compact import parse_size
 from fusou_compaction.synth import generate_fragments
@@ -82,3 +83,16 @@ def test_compact_files_on_a_missing_path_exits_non_zero(tmp_path: Path) -> None:
 )
 def test_sizes_parse_in_binary_and_decimal_units(text: str, size: int) -> None:
     assert parse_size(text) == size
+
+
+def test_compact_files_keeps_the_rows_of_rust_written_fragments(tmp_path: Path) -> None:
+    # Given three copies of a fragment whose file-level num_rows says 0 (6 rows in its row group)
+    for i in range(3):
+        write(tmp_path / "lake" / f"f{i}.parquet", rust_zero_count_parquet(6))
+    # When compact-files runs on them
+    proc = _run(str(tmp_path / "lake"), "--output", str(tmp_path / "out"), "--no-progress")
+    # Then all 18 rows are counted in and written out
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (summary["rows_in"], summary["rows_out"]) == (18, 18)
+    assert sum(len(rows_of_output(p)) for p in (tmp_path / "out").rglob("*.parquet")) == 18

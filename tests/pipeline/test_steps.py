@@ -13,8 +13,10 @@ from fusou_compaction.adapters.s3 import S3ObjectStore
 from fusou_compaction.catalog.client import Catalog
 from fusou_compaction.engine import CorruptInputError, schema_from_base64, schema_to_base64
 from fusou_compaction.logic.steps import CompactionSteps, DatasetNotFound, LeaseLost, StepConfig
+from fusou_compaction.logic.uploads import store_fragment
 from fusou_compaction.pipeline.models import BinManifest, CompactItem, FailureInput, StepError
 
+from ..forged_parquet import rust_zero_count_parquet
 from .conftest import execution_input, live_rows, row_multiset, upload_fragments
 
 
@@ -233,3 +235,32 @@ def test_a_wrong_schema_in_the_catalog_costs_time_not_rows(
     rows = live_rows(catalog, store, up.dataset, "battle")
     assert rows is not None and "rank" in rows.column_names
     assert row_multiset(rows) == row_multiset(up.rows["battle"])
+
+
+def test_rust_written_fragments_keep_every_row_through_upload_and_a_run(
+    steps: CompactionSteps, catalog: Catalog, store: S3ObjectStore
+) -> None:
+    # Given three fragments as FUSOU's early Rust uploader wrote them (file-level num_rows 0,
+    # 6 rows in the row group), stored through the upload logic the API and the CLI share
+    owner, dataset = uuid4(), uuid4()
+    stored = [
+        store_fragment(
+            catalog,
+            store,
+            owner_id=owner,
+            dataset_id=dataset,
+            table="battle",
+            data=rust_zero_count_parquet(6, start=i * 6),
+        )
+        for i in range(3)
+    ]
+    # Then each is registered with the rows its row group holds
+    assert [s.row_count for s in stored] == [6, 6, 6]
+    # When the four steps run
+    _plan, _results, update = _run_all(steps, execution_input(dataset))
+    # Then the table is still there with all 18 rows, read back from the objects
+    assert update.committed and update.rows_in == update.rows_out == 18
+    status = catalog.dataset_status(dataset)
+    assert {f.table_name for f in status.files} == {"battle"}
+    rows = live_rows(catalog, store, dataset, "battle")
+    assert rows is not None and sorted(rows.column("battle_id").to_pylist()) == list(range(18))

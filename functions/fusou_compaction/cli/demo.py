@@ -214,6 +214,8 @@ def _read_back(deps: Any, items: list[DemoDataset]) -> None:
     """Every output, read with pyarrow over S3: not the catalog's counters."""
     import pyarrow.parquet as pq
 
+    from fusou_compaction.engine.rowcount import count_rows
+
     fs = deps.store.filesystem()
     for d in items:
         status = deps.catalog.dataset_status(d.id)
@@ -222,7 +224,8 @@ def _read_back(deps: Any, items: list[DemoDataset]) -> None:
         d.run_rows_in, d.run_rows_out = (run.rows_in, run.rows_out) if run else (None, None)
         d.files_after, d.bytes_after = len(status.files), sum(f.size_bytes for f in status.files)
         for f in status.files:
-            n = pq.ParquetFile(deps.store.path_for(f.object_key), filesystem=fs).metadata.num_rows
+            md = pq.ParquetFile(deps.store.path_for(f.object_key), filesystem=fs).metadata
+            n = count_rows(md).total  # the row groups', as readers count (engine/rowcount.py)
             d.rows_read_back[f.table_name] = d.rows_read_back.get(f.table_name, 0) + n
 
 

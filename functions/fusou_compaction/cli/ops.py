@@ -14,7 +14,7 @@ from rich.table import Table
 from fusou_compaction.catalog.errors import CatalogError, CatalogNotFound, DatasetForbidden
 from fusou_compaction.cli.app import app
 from fusou_compaction.cli.common import DEFAULT_ENDPOINTS, EndpointsOption, connect, err, load_endpoints, out
-from fusou_compaction.logic.uploads import NotParquet, store_fragment
+from fusou_compaction.logic.uploads import InvalidParquet, NotParquet, store_fragment
 
 
 def _parquet_files(paths: list[Path]) -> list[Path]:
@@ -70,7 +70,11 @@ def upload(
                         json.dumps(
                             {
                                 "file": str(path),
-                                "error": "not_parquet" if isinstance(exc, NotParquet) else "invalid",
+                                "error": "not_parquet"
+                                if isinstance(exc, NotParquet)
+                                else "invalid_parquet"
+                                if isinstance(exc, InvalidParquet)
+                                else "invalid",
                                 "message": str(exc),
                             }
                         ),

@@ -33,6 +33,7 @@ import pyarrow.types as pat
 
 from fusou_compaction.engine.errors import CorruptInputError, EngineError, SchemaCastError
 from fusou_compaction.engine.planner import DEFAULT_TARGET_FILE_SIZE, InputFile, MiB, PlannedBin
+from fusou_compaction.engine.rowcount import RowCountMismatch, check_decoded, count_rows
 from fusou_compaction.engine.schema import (
     conform_table,
     has_duplicate_names,
@@ -182,9 +183,23 @@ def _parse_footer(fs: pafs.FileSystem, inp: InputFile) -> tuple[pq.FileMetaData,
         raise _corrupt(inp, exc) from exc
 
 
-def _check_row_count(inp: InputFile, num_rows: int) -> None:
-    if inp.row_count is not None and inp.row_count != num_rows:
-        raise CorruptInputError(inp.id, inp.path, f"footer has {num_rows} rows, catalog says {inp.row_count}")
+def _footer_rows(inp: InputFile, md: pq.FileMetaData) -> int:
+    """The input's rows counted from its row groups (never the file-level count alone: see
+    engine/rowcount.py), checked against the catalog's count when the caller gave one."""
+    try:
+        rows = count_rows(md).total
+    except RowCountMismatch as exc:
+        raise CorruptInputError(inp.id, inp.path, str(exc)) from exc
+    if inp.row_count is not None and inp.row_count != rows:
+        raise CorruptInputError(inp.id, inp.path, f"row groups hold {rows} rows, catalog says {inp.row_count}")
+    return rows
+
+
+def _check_decoded(inp: InputFile, expected: int, decoded: int, where: str) -> None:
+    try:
+        check_decoded(expected, decoded, where)
+    except RowCountMismatch as exc:
+        raise CorruptInputError(inp.id, inp.path, str(exc)) from exc
 
 
 def _row_groups(md: pq.FileMetaData) -> tuple[tuple[int, int], ...]:
@@ -194,10 +209,10 @@ def _row_groups(md: pq.FileMetaData) -> tuple[tuple[int, int], ...]:
 
 def _read_footer(fs: pafs.FileSystem, inp: InputFile, keep: bool, schemas: _SchemaInterner) -> _Footer:
     md, schema = _parse_footer(fs, inp)
-    _check_row_count(inp, md.num_rows)
+    rows = _footer_rows(inp, md)
     row_groups = _row_groups(md)
     keep = keep or len(row_groups) > 1
-    return _Footer(inp, md.num_rows, row_groups, schemas.intern(schema), md if keep else None)
+    return _Footer(inp, rows, row_groups, schemas.intern(schema), md if keep else None)
 
 
 class _SchemaMiss(EngineError):
@@ -259,17 +274,18 @@ class _Reader:
         # Known schema: rows per input, learnt when its footer is read (there is no phase 1).
         self.rows: dict[str, int] = {}
 
-    def _check(self, inp: InputFile, md: pq.FileMetaData, schema: pa.Schema) -> None:
-        """What phase 1 checks, for an input whose footer is read only now (known schema)."""
-        _check_row_count(inp, md.num_rows)
-        self.rows[inp.id] = md.num_rows
-        if md.num_rows > 0 and self._known is not None and not self._known.fits(schema):
+    def _check(self, inp: InputFile, md: pq.FileMetaData, schema: pa.Schema) -> int:
+        """What phase 1 checks, for an input whose footer is read only now (known schema); its rows."""
+        rows = _footer_rows(inp, md)
+        self.rows[inp.id] = rows
+        if rows > 0 and self._known is not None and not self._known.fits(schema):
             raise _SchemaMiss(inp.id)
+        return rows
 
     def _load_footer(self, footer: _Footer) -> None:
         md, schema = _parse_footer(self._fs, footer.input)
-        self._check(footer.input, md, schema)
-        footer.num_rows, footer.row_groups, footer.metadata = md.num_rows, _row_groups(md), md
+        footer.num_rows = self._check(footer.input, md, schema)
+        footer.row_groups, footer.metadata = _row_groups(md), md
 
     def _whole(self, footer: _Footer, schema: pa.Schema) -> pa.Table:
         inp = footer.input
@@ -280,13 +296,15 @@ class _Reader:
             # small file than pq.read_table (no dataset machinery, no second footer parse).
             pf = pq.ParquetFile(pa.BufferReader(buf), metadata=footer.metadata)
             table = pf.read(use_threads=False)
-            if footer.row_groups is None:  # known schema: this footer was not read before
-                # The decoded table's schema is the footer's Arrow schema: checking it spares a
-                # second conversion (pf.schema_arrow), ~0.05 ms per fragment. A misfit is decoded
-                # for nothing, but then the whole bin starts over anyway.
-                self._check(inp, pf.metadata, table.schema)
+            # Known schema: this footer was not read before. The decoded table's schema is the
+            # footer's Arrow schema: checking it spares a second conversion (pf.schema_arrow),
+            # ~0.05 ms per fragment. A misfit is decoded for nothing, but then the whole bin
+            # starts over anyway.
+            known = footer.row_groups is None
+            expected = self._check(inp, pf.metadata, table.schema) if known else footer.num_rows
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise _corrupt(inp, exc) from exc
+        _check_decoded(inp, expected, table.num_rows, "the file")
         if table.num_rows == 0:
             return table  # nothing to cast (only a known schema lets empty inputs get here)
         return self._conform(inp, table, schema)
@@ -299,6 +317,7 @@ class _Reader:
                 table = pf.read_row_group(index, use_threads=False)
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise _corrupt(inp, exc) from exc
+        _check_decoded(inp, (footer.row_groups or ())[index][0], table.num_rows, f"row group {index}")
         return self._conform(inp, table, schema)
 
     def _decode(self, footer: _Footer, row_group: int, schema: pa.Schema) -> tuple[pa.Table, int]:
@@ -313,13 +332,19 @@ class _Reader:
         rg_rows, rg_bytes = (footer.row_groups or ())[index]
         per_row = max(1, rg_bytes // max(1, rg_rows))
         batch_rows = max(1024, self._tuning.row_group_bytes // 4 // per_row)
+        decoded = 0
         try:
             with self._fs.open_input_file(inp.path) as f:
                 pf = pq.ParquetFile(f, metadata=footer.metadata, pre_buffer=False, buffer_size=1 << 20)
                 for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[index], use_threads=True):
+                    decoded += batch.num_rows
+                    if decoded > rg_rows:  # more than promised: stop before writing any of it
+                        break
                     yield self._conform(inp, pa.Table.from_batches([batch]), schema)
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise _corrupt(inp, exc) from exc
+        # Pieces already yielded are in an output that the error aborts: nothing half-written.
+        _check_decoded(inp, rg_rows, decoded, f"row group {index}")
 
     @staticmethod
     def _conform(inp: InputFile, table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -44,7 +44,7 @@ from fusou_compaction.logic.presigned import issue_presigned_upload, maybe_enque
 from fusou_compaction.logic.redrive import MAX_REDRIVE, redrive_all
 from fusou_compaction.logic.scheduled import claim_and_enqueue
 from fusou_compaction.logic.status import dataset_status_body, dlq_status_body
-from fusou_compaction.logic.uploads import NotParquet, ensure_may_write, store_fragment
+from fusou_compaction.logic.uploads import InvalidParquet, NotParquet, ensure_may_write, store_fragment
 from fusou_compaction.observability import logger, metrics
 from fusou_compaction.pipeline.models import CompactionMessage
 from fusou_compaction.ports.messaging import QueueError
@@ -120,6 +120,7 @@ ERRORS: dict[type[BaseException], tuple[int, str]] = {
     NotFoundError: (404, "not_found"),
     PayloadTooLarge: (413, "payload_too_large"),
     NotParquet: (415, "not_parquet"),
+    InvalidParquet: (422, "invalid_parquet"),
     UnsupportedMediaType: (415, "unsupported_media_type"),
     RequestUnsupportedContentType: (415, "unsupported_media_type"),
     InvalidField: (422, "invalid_field"),

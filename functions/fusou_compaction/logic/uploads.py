@@ -22,6 +22,14 @@ class NotParquet(ValueError):
     """The bytes are not a readable Parquet file (bad magic, truncated footer, unreadable schema)."""
 
 
+class InvalidParquet(ValueError):
+    """Readable Parquet that cannot be stored as it is: its counts contradict its data (→ 422)."""
+
+
+# Rows decoded at a time when an upload's rows are counted: bounds the memory of the check.
+_COUNT_BATCH_ROWS = 8192
+
+
 @dataclass(frozen=True)
 class ParquetSummary:
     rows: int
@@ -58,6 +66,7 @@ def inspect_parquet(data: bytes) -> ParquetSummary:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from fusou_compaction.engine.rowcount import RowCountMismatch, check_decoded, count_rows
     from fusou_compaction.engine.schema import schema_fingerprint, schema_to_base64
 
     if len(data) < 12 or data[:4] != b"PAR1" or data[-4:] != b"PAR1":
@@ -65,9 +74,23 @@ def inspect_parquet(data: bytes) -> ParquetSummary:
     try:
         pf = pq.ParquetFile(pa.BufferReader(data))
         schema = pf.schema_arrow
-        return ParquetSummary(pf.metadata.num_rows, schema_fingerprint(schema), len(schema), schema_to_base64(schema))
+        footer = pf.metadata
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise NotParquet(f"unreadable Parquet: {exc}") from exc
+    try:
+        # Rows as readers count them (the row groups'), never the file-level count alone: an
+        # early Rust writer left it at 0 (engine/rowcount.py). Then every row group is decoded,
+        # a batch at a time, and must hold what it says: the catalog's count is what the commit
+        # holds the compacted outputs to.
+        rows = count_rows(footer)
+        for i, expected in enumerate(rows.row_groups):
+            decoded = sum(b.num_rows for b in pf.iter_batches(batch_size=_COUNT_BATCH_ROWS, row_groups=[i]))
+            check_decoded(expected, decoded, f"row group {i}")
+    except RowCountMismatch as exc:
+        raise InvalidParquet(f"inconsistent Parquet: {exc}") from exc
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise NotParquet(f"unreadable Parquet: {exc}") from exc
+    return ParquetSummary(rows.total, schema_fingerprint(schema), len(schema), schema_to_base64(schema))
 
 
 def ensure_may_write(catalog: Catalog, dataset_id: UUID, owner_id: UUID) -> bool:
