@@ -46,7 +46,7 @@ from fusou_compaction.local.apigw import LocalApiGateway
 from fusou_compaction.local.aws import LocalAws
 from fusou_compaction.local.postgres import PostgresServer
 from fusou_compaction.logic.auth import mint_dev_token
-from fusou_compaction.settings import Settings
+from fusou_compaction.settings import LOCAL_JWT_ISSUER, Settings
 
 SECRET = "bench-secret-" + "x" * 40
 
@@ -86,6 +86,7 @@ def main() -> None:
             jwt_secret=SECRET,
             admin_token="bench-admin",  # noqa: S106 (a local throwaway stack)
             supabase_url=None,
+            jwt_issuer=LOCAL_JWT_ISSUER,
         )
         catalog = Catalog(PostgresRpc(pg.url, max_size=4))
         use_dependencies(
@@ -102,7 +103,7 @@ def main() -> None:
             )
         )
         user, dataset = uuid4(), uuid4()
-        token = mint_dev_token(user, SECRET, settings.effective_jwt_issuer)
+        token = mint_dev_token(user, SECRET, LOCAL_JWT_ISSUER)
         files = [fragment(args.size_mb, seed) for seed in range(2 * args.runs + 4)]
         api_times: list[float] = []
         floor_times: list[float] = []

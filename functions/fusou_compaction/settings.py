@@ -2,7 +2,11 @@
 
 Logic never reads ``os.environ``: handlers call :func:`get_settings` once and pass what they
 need down. Secrets are either given directly (local stack, tests) or named by a Secrets Manager
-ARN and fetched (cached) on first use.
+ARN and fetched on use, cached at most five minutes (fusou_compaction.wiring). Two secrets, split
+by need: the catalog's credentials (every function) and the API's auth material (the API only).
+
+Nothing falls back to a default that only the local stack would use: a deployed function whose
+configuration is incomplete stops at cold start naming what is missing (``ConfigurationError``).
 """
 
 from __future__ import annotations
@@ -16,8 +20,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from fusou_compaction.topology import dlq_name, queue_name
 
 MiB = 1024 * 1024
-# The issuer of the local stack's dev tokens (Supabase's is <SUPABASE_URL>/auth/v1).
+# The issuer of the local stack's dev tokens, which the local stack sets explicitly
+# (FUSOU_JWT_ISSUER). Deployed, the issuer is Supabase's: <supabase_url>/auth/v1.
 LOCAL_JWT_ISSUER = "fusou-local/auth/v1"
+
+
+class ConfigurationError(RuntimeError):
+    """A function's configuration is incomplete; the message names every missing item."""
+
+    def __init__(self, function: str, missing: list[str]) -> None:
+        super().__init__(f"{function} cannot start, its configuration is incomplete: " + "; ".join(missing))
+        self.missing = missing
 
 
 class Settings(BaseSettings):
@@ -39,12 +52,18 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     supabase_url: str | None = None
     supabase_service_key: SecretStr | None = None
-    # When set, the Supabase URL/key, JWT secret and admin token come from this secret.
-    secrets_arn: str | None = None
+    # Deployed: the catalog's credentials (supabase_url, supabase_service_key) come from this
+    # secret; every function reads it.
+    catalog_secret_arn: str | None = None
+    # Deployed: the API's auth material (jwt_secret, jwks_url, admin_token, optional jwt_issuer)
+    # comes from this secret; only the API function reads it.
+    auth_secret_arn: str | None = None
 
     jwt_secret: SecretStr | None = None
+    # Default: Supabase's JWKS, <supabase_url>/auth/v1/.well-known/jwks.json.
     jwks_url: str | None = None
-    # Supabase issues tokens with iss = <SUPABASE_URL>/auth/v1; set explicitly to override.
+    # Default: Supabase's issuer, <supabase_url>/auth/v1 (the URL from settings or the catalog
+    # secret). Set explicitly only where tokens come from elsewhere (the local stack).
     jwt_issuer: str | None = None
     jwt_audience: str = "authenticated"
     admin_token: SecretStr | None = None
@@ -71,22 +90,14 @@ class Settings(BaseSettings):
             raise ValueError("FUSOU_DATABASE_URL is required when FUSOU_CATALOG_TRANSPORT=postgres")
         if (
             self.catalog_transport == "supabase"
-            and self.secrets_arn is None
+            and self.catalog_secret_arn is None
             and (self.supabase_url is None or self.supabase_service_key is None)
         ):
             raise ValueError(
-                "FUSOU_SUPABASE_URL and FUSOU_SUPABASE_SERVICE_KEY (or FUSOU_SECRETS_ARN) are required "
+                "FUSOU_SUPABASE_URL and FUSOU_SUPABASE_SERVICE_KEY (or FUSOU_CATALOG_SECRET_ARN) are required "
                 "when FUSOU_CATALOG_TRANSPORT=supabase"
             )
         return self
-
-    @property
-    def effective_jwt_issuer(self) -> str:
-        if self.jwt_issuer:
-            return self.jwt_issuer
-        if self.supabase_url:
-            return f"{self.supabase_url.rstrip('/')}/auth/v1"
-        return LOCAL_JWT_ISSUER
 
     @property
     def queue_name(self) -> str:

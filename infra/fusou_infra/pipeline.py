@@ -73,7 +73,7 @@ class CompactionPipeline(Construct):
                 # it must be set before pyarrow loads, so it is the function's environment.
                 environment={"ARROW_DEFAULT_MEMORY_POOL": "system"} if key == "compact" else None,
             )
-            secrets.grant_read(self.steps[key])
+            secrets.grant_catalog(self.steps[key])
         # Plans and manifests travel through plans/; Parquet is read and written under datasets/.
         storage.grant(self.steps["get_metadata"], config.PLANS_PREFIX, WRITE)
         storage.grant(self.steps["compact"], config.PLANS_PREFIX, READ + WRITE)
@@ -134,7 +134,7 @@ class CompactionPipeline(Construct):
             )
         )
         self.state_machine.grant_start_execution(self.consumer)
-        secrets.grant_read(self.consumer)
+        secrets.grant_catalog(self.consumer)
 
         self.dlq_handler = factory.function(
             self,
@@ -160,7 +160,7 @@ class CompactionPipeline(Construct):
         self.dlq_handler.add_to_role_policy(
             iam.PolicyStatement(actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[alerts_key.key_arn])
         )
-        secrets.grant_read(self.dlq_handler)
+        secrets.grant_catalog(self.dlq_handler)
 
     @property
     def functions(self) -> list[lambda_.Function]:

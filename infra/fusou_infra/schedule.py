@@ -40,7 +40,7 @@ class Schedule(Construct):
         )
         queues.queue.grant_send_messages(self.function)
         storage.grant(self.function, config.DATASETS_PREFIX, DELETE)  # replaced objects past grace, orphans
-        secrets.grant_read(self.function)
+        secrets.grant_catalog(self.function)
         self.rule = events.Rule(
             self,
             "Daily",

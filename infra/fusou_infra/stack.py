@@ -47,7 +47,7 @@ class CompactionStack(Stack):
                 "FUSOU_QUEUE_URL": queues.queue.queue_url,
                 "FUSOU_DLQ_URL": queues.dlq.queue_url,
                 "FUSOU_CATALOG_TRANSPORT": "supabase",
-                "FUSOU_SECRETS_ARN": secrets.secret.secret_arn,
+                "FUSOU_CATALOG_SECRET_ARN": secrets.catalog.secret_arn,
             },
         )
         pipeline = CompactionPipeline(
@@ -73,6 +73,7 @@ class CompactionStack(Stack):
             step_functions=pipeline.steps,
             api=api.rest_api,
             functions=[*pipeline.functions, *api.functions, schedule.function],
+            register=api.register,
         )
 
         self.storage, self.queues, self.secrets, self.monitoring = storage, queues, secrets, monitoring
@@ -84,7 +85,8 @@ class CompactionStack(Stack):
             ("DlqUrl", queues.dlq.queue_url, f"DLQ (after {QUEUES.max_receive_count} receives)"),
             ("BucketName", storage.bucket.bucket_name, "Parquet fragments and compacted files"),
             ("StateMachineArn", pipeline.state_machine.state_machine_arn, "Compaction state machine"),
-            ("SecretArn", secrets.secret.secret_arn, "Fill supabase_url, supabase_service_key, jwt_secret|jwks_url"),
+            ("CatalogSecretArn", secrets.catalog.secret_arn, "Fill supabase_url and supabase_service_key"),
+            ("AuthSecretArn", secrets.auth.secret_arn, "Fill jwt_secret (or jwks_url); admin_token is generated"),
             ("AlertTopicArn", monitoring.topic.topic_arn, "Alarms and DLQ alerts; subscribe here"),
             ("DashboardName", monitoring.dashboard.dashboard_name, "CloudWatch dashboard"),
         ):

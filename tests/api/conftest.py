@@ -41,6 +41,12 @@ from fusou_compaction.settings import Settings
 from ..conftest import load_event
 
 JWT_SECRET = "test-jwt-secret-long-enough-for-hs256-hs384-and-hs512-keys-0123456789"
+# A Supabase project as deployed: its tokens name <url>/auth/v1 as issuer. Written out here, not
+# derived by the code under test, so a wrong derivation fails every authenticated test.
+SUPABASE_URL = "https://abcdefghijklmnopqrst.supabase.co"
+SUPABASE_ISSUER = "https://abcdefghijklmnopqrst.supabase.co/auth/v1"
+# Nothing listens on port 1: asymmetric tokens fail fast here unless a test serves a JWKS.
+UNREACHABLE_JWKS = "http://127.0.0.1:1/auth/v1/.well-known/jwks.json"
 ADMIN_TOKEN = "test-admin-token"
 _names = itertools.count()
 
@@ -76,13 +82,13 @@ class Api:
 
     def token(self, user: UUID, **claims: Any) -> str:
         return (
-            mint_dev_token(user, JWT_SECRET, self.settings.effective_jwt_issuer, self.settings.jwt_audience)
+            mint_dev_token(user, JWT_SECRET, SUPABASE_ISSUER, "authenticated")
             if not claims
             else jwt.encode(
                 {
                     "sub": str(user),
                     "aud": "authenticated",
-                    "iss": self.settings.effective_jwt_issuer,
+                    "iss": SUPABASE_ISSUER,
                     "exp": int(time.time()) + 600,
                     **claims,
                 },
@@ -143,7 +149,8 @@ def make_settings(
         database_url=database_url,
         jwt_secret=JWT_SECRET,
         admin_token=ADMIN_TOKEN,
-        supabase_url=None,
+        supabase_url=SUPABASE_URL,  # the issuer comes from it, as deployed
+        jwks_url=UNREACHABLE_JWKS,
         **extra,
     )
 

@@ -98,19 +98,48 @@ def test_function_environment_is_valid_settings(synth: Synthesized, key: str) ->
         if k in ours
     }
     settings = Settings(**values)
-    assert settings.stage == "dev" and settings.catalog_transport == "supabase" and settings.secrets_arn
+    assert settings.stage == "dev" and settings.catalog_transport == "supabase" and settings.catalog_secret_arn
+    # Only the API is told where the auth secret is (and only it may read it: below).
+    assert (settings.auth_secret_arn is not None) == (key == "api")
 
 
-def test_every_function_reads_the_service_secret(synth: Synthesized) -> None:
-    secret = {"Ref": synth.logical_id(synth.stack.secrets.secret)}
+def _statements(synth: Synthesized, fn: dict[str, Any]) -> list[dict[str, Any]]:
+    role = fn["Role"]["Fn::GetAtt"][0]
+    return [
+        s
+        for p in synth.of_type("AWS::IAM::Policy").values()
+        if {"Ref": role} in p["Properties"]["Roles"]
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
+def _reads(statements: list[dict[str, Any]], secret: dict[str, str]) -> bool:
+    return any(
+        "secretsmanager:GetSecretValue" in _as_list(s["Action"]) and secret in _as_list(s["Resource"])
+        for s in statements
+    )
+
+
+def test_secrets_are_split_by_need(synth: Synthesized) -> None:
+    """Every function reads the catalog's credentials; only the API reads the auth secret (JWT
+    secret, admin token); no role may read any other secret."""
+    catalog = {"Ref": synth.logical_id(synth.stack.secrets.catalog)}
+    auth = {"Ref": synth.logical_id(synth.stack.secrets.auth)}
+    readers = {}
     for key, fn in _ours(synth).items():
-        role = fn["Role"]["Fn::GetAtt"][0]
-        statements = [
-            s
-            for p in synth.of_type("AWS::IAM::Policy").values()
-            if {"Ref": role} in p["Properties"]["Roles"]
-            for s in p["Properties"]["PolicyDocument"]["Statement"]
-        ]
-        assert any(
-            "secretsmanager:GetSecretValue" in _as_list(s["Action"]) and s["Resource"] == secret for s in statements
-        ), key
+        statements = _statements(synth, fn)
+        readers[key] = (_reads(statements, catalog), _reads(statements, auth))
+        for s in statements:
+            actions = [a for a in _as_list(s["Action"]) if a.startswith("secretsmanager:")]
+            assert not actions or all(r in (catalog, auth) for r in _as_list(s["Resource"])), (key, s)
+    assert readers == {key: (True, key == "api") for key in FUNCTION_KEYS}
+    assert readers["step-compact"] == (True, False)  # the function that parses users' files
+
+
+def test_the_secrets_hold_no_value_but_the_generated_admin_token(synth: Synthesized) -> None:
+    catalog = synth.props(synth.logical_id(synth.stack.secrets.catalog))
+    auth = synth.props(synth.logical_id(synth.stack.secrets.auth))
+    assert catalog["Name"] == "dev/kc-compaction/catalog" and catalog["SecretString"] == "{}"
+    assert auth["Name"] == "dev/kc-compaction/api-auth"
+    assert auth["GenerateSecretString"]["GenerateStringKey"] == "admin_token"
+    assert auth["GenerateSecretString"]["SecretStringTemplate"] == "{}"

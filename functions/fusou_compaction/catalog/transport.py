@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fusou_compaction.catalog.errors import CatalogError, CatalogUnavailable, InvalidCatalogArgument, error_from_code
+from fusou_compaction.settings import ConfigurationError
 
 if TYPE_CHECKING:
     import psycopg
@@ -125,24 +126,62 @@ class PostgresRpc:
 
 
 class SupabaseRpc:
-    """supabase-py ``rpc()`` over PostgREST: the deployed default."""
+    """supabase-py ``rpc()`` over PostgREST: the deployed default.
 
-    def __init__(self, url: str, service_key: str, *, timeout: float = 30.0) -> None:
+    ``credentials`` (instead of a fixed URL and key) is asked before every call: deployed, it reads
+    the catalog secret through a cache of at most five minutes, and a changed key (a rotation)
+    gets a new client.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        service_key: str | None = None,
+        *,
+        credentials: Callable[[], tuple[str, str]] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
         # Imported here: the supabase client pulls in httpx, gotrue, realtime; only this path needs it.
         import httpx
+
+        if credentials is None:
+            if url is None or service_key is None:
+                raise ValueError("SupabaseRpc needs a URL and a service key, or credentials")
+            fixed = (url, service_key)
+
+            def credentials() -> tuple[str, str]:
+                return fixed
+
+        self._credentials: Callable[[], tuple[str, str]] = credentials
+        self._http = httpx.Client(timeout=timeout)
+        self._lock = threading.Lock()
+        self._current: tuple[str, str] | None = None
+        self._client: Any = None
+
+    def _client_now(self) -> Any:
         from supabase.lib.client_options import SyncClientOptions
 
         from supabase import create_client
 
-        self._http = httpx.Client(timeout=timeout)
-        self._client = create_client(url, service_key, options=SyncClientOptions(httpx_client=self._http))
+        creds = self._credentials()
+        with self._lock:
+            if creds != self._current:
+                self._client = create_client(creds[0], creds[1], options=SyncClientOptions(httpx_client=self._http))
+                self._current = creds
+            return self._client
 
     def call(self, function: str, params: Mapping[str, Any]) -> Any:
         from postgrest.exceptions import APIError
 
         try:
+            client = self._client_now()
+        except (CatalogError, ConfigurationError):
+            raise
+        except Exception as exc:  # Secrets Manager unreachable: transient, like the catalog itself
+            raise CatalogUnavailable(f"catalog credentials unavailable: {exc}") from exc
+        try:
             payload = json.loads(json.dumps(dict(params), default=str))
-            return self._client.rpc(function, payload).execute().data
+            return client.rpc(function, payload).execute().data
         except APIError as exc:
             raise error_from_code(exc.code, exc.message or str(exc), exc.details) from exc
         except CatalogError:

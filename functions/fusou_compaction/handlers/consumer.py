@@ -9,7 +9,7 @@ from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import model_validator
 
-from fusou_compaction.handlers.deps import dependencies
+from fusou_compaction.handlers.deps import Needs, cold_start, dependencies
 from fusou_compaction.logic.consumer import start_compaction
 from fusou_compaction.observability import logger, metrics, tracer
 from fusou_compaction.pipeline.models import CompactionMessage
@@ -32,7 +32,7 @@ processor = BatchProcessor(event_type=EventType.SQS, model=CompactionRecord)
 @tracer.capture_method
 def record_handler(record: CompactionRecord) -> str:
     assert record.message is not None  # set by the model's validator
-    deps = dependencies()
+    deps = dependencies(NEEDS)
     outcome = start_compaction(
         record.message,
         message_id=record.messageId,
@@ -54,3 +54,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return dict(
         process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
     )
+
+
+NEEDS = Needs("consumer", state_machine=True)
+cold_start(NEEDS)

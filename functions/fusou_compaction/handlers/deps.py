@@ -1,20 +1,26 @@
 """The adapters a handler needs, built once per container from settings.
 
-In AWS everything comes from settings. The local stack and tests install their own set with
-:func:`use_dependencies` (its orchestrator is the in-process runner, not Step Functions).
+In AWS everything comes from settings and the secrets they name. Each handler module declares
+what its function needs (:class:`Needs`) and calls :func:`cold_start` at import: in Lambda that
+builds the dependencies during the init phase, so a function whose configuration is incomplete
+fails there with an error naming everything missing, never on a default meant for somewhere else.
+The local stack and tests install their own set with :func:`use_dependencies` (its orchestrator
+is the in-process runner, not Step Functions).
 """
 
 from __future__ import annotations
 
+import os
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fusou_compaction.catalog.client import Catalog
 from fusou_compaction.ports.messaging import Alerts, Orchestrator, Queue
 from fusou_compaction.ports.object_store import ObjectStore
-from fusou_compaction.settings import Settings, get_settings
-from fusou_compaction.wiring import aws_client, build_catalog
+from fusou_compaction.settings import ConfigurationError, Settings, get_settings
+from fusou_compaction.wiring import RuntimeConfig, aws_client, build_catalog
 
 if TYPE_CHECKING:
     from fusou_compaction.logic.steps import CompactionSteps
@@ -29,6 +35,14 @@ class Dependencies:
     dlq: Queue
     orchestrator: Orchestrator
     alerts: Alerts
+    config: RuntimeConfig | None = field(default=None, repr=False)
+
+    @property
+    def runtime(self) -> RuntimeConfig:
+        """Settings plus the secrets they name (cached at most five minutes)."""
+        if self.config is None or self.config.settings is not self.settings:
+            self.config = RuntimeConfig(self.settings)
+        return self.config
 
     @property
     def steps(self) -> CompactionSteps:
@@ -45,7 +59,48 @@ class _Holder:
     current: Dependencies | None = None
 
 
-def build_dependencies(settings: Settings) -> Dependencies:
+@dataclass(frozen=True)
+class Needs:
+    """What one function needs from its configuration, checked at cold start."""
+
+    function: str
+    queue: bool = False
+    dlq: bool = False
+    state_machine: bool = False
+    alerts: bool = False
+    auth: bool = False
+
+    def missing(self, config: RuntimeConfig) -> list[str]:
+        s = config.settings
+        missing = [
+            f"FUSOU_{name.upper()}"
+            for name, needed in (
+                ("queue_url", self.queue),
+                ("dlq_url", self.dlq),
+                ("state_machine_arn", self.state_machine),
+                ("alert_topic_arn", self.alerts),
+            )
+            if needed and not getattr(s, name)
+        ]
+        checks: list[Callable[[], object]] = [config.catalog_credentials] if s.catalog_transport == "supabase" else []
+        if self.auth:
+            checks.append(config.auth)
+        for check in checks:
+            try:
+                check()
+            except ConfigurationError as exc:
+                missing.extend(exc.missing)
+        return missing
+
+
+def build_dependencies(settings: Settings, needs: Needs | None = None) -> Dependencies:
+    """Every adapter from settings; with ``needs``, first checks that the function has what it
+    needs and raises ConfigurationError naming all that is missing."""
+    config = RuntimeConfig(settings)
+    if needs is not None:
+        missing = needs.missing(config)
+        if missing:
+            raise ConfigurationError(needs.function, missing)
     # Adapters (boto3 above all) are imported when first needed, not when a handler module loads.
     from fusou_compaction.adapters.alerts import LogAlerts, SnsAlerts
     from fusou_compaction.adapters.s3 import S3ObjectStore
@@ -58,20 +113,29 @@ def build_dependencies(settings: Settings) -> Dependencies:
     )
     return Dependencies(
         settings=settings,
-        catalog=build_catalog(settings),
+        catalog=build_catalog(config),
         store=S3ObjectStore(settings.bucket, region=settings.region, endpoint_url=settings.aws_endpoint_url),
         queue=SqsQueue(sqs, settings.queue_url, cloudwatch=aws_client(settings, "cloudwatch")),
         dlq=SqsQueue(sqs, settings.dlq_url, peek_for_age=True),
         orchestrator=StepFunctionsOrchestrator(aws_client(settings, "stepfunctions"), settings.state_machine_arn),
         alerts=alerts,
+        config=config,
     )
 
 
-def dependencies() -> Dependencies:
+def dependencies(needs: Needs | None = None) -> Dependencies:
     with _Holder.lock:
         if _Holder.current is None:
-            _Holder.current = build_dependencies(get_settings())
+            _Holder.current = build_dependencies(get_settings(), needs)
         return _Holder.current
+
+
+def cold_start(needs: Needs) -> None:
+    """Build this function's dependencies now if running in Lambda (its init phase): an incomplete
+    configuration then stops the function at cold start, naming what is missing. Elsewhere
+    (tests, the local stack) nothing happens: they install dependencies themselves."""
+    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        dependencies(needs)
 
 
 def use_dependencies(deps: Dependencies | None) -> None:

@@ -9,7 +9,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from fusou_compaction.handlers.deps import dependencies
+from fusou_compaction.handlers.deps import Needs, cold_start, dependencies
 from fusou_compaction.logic.dlq import handle_dlq_message
 from fusou_compaction.observability import logger, metrics, tracer
 
@@ -17,7 +17,7 @@ processor = BatchProcessor(event_type=EventType.SQS, model=SqsRecordModel)
 
 
 def record_handler(record: SqsRecordModel) -> None:
-    deps = dependencies()
+    deps = dependencies(NEEDS)
     receives = record.attributes.ApproximateReceiveCount
     try:
         rec, new = handle_dlq_message(
@@ -53,3 +53,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return dict(
         process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
     )
+
+
+NEEDS = Needs("dlq", alerts=True)
+cold_start(NEEDS)

@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from fusou_compaction.handlers.deps import dependencies
+from fusou_compaction.handlers.deps import Needs, cold_start, dependencies
 from fusou_compaction.logic.scheduled import claim_and_enqueue, housekeeping
 from fusou_compaction.observability import logger, metrics, tracer
 
@@ -20,7 +20,7 @@ from fusou_compaction.observability import logger, metrics, tracer
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     trigger = parse(event=event, model=EventBridgeModel)
-    deps = dependencies()
+    deps = dependencies(NEEDS)
     s = deps.settings
     report = claim_and_enqueue(
         deps.catalog,
@@ -43,3 +43,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     }
     logger.info("scheduled compaction", extra=result)
     return result
+
+
+NEEDS = Needs("scheduled", queue=True)
+cold_start(NEEDS)

@@ -7,7 +7,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from fusou_compaction.handlers.deps import dependencies
+from fusou_compaction.handlers.deps import Needs, cold_start, dependencies
 from fusou_compaction.logic.steps import state_input
 from fusou_compaction.observability import logger, metrics, tracer
 from fusou_compaction.pipeline.models import CompactItem, CompactResult, FailureInput, PlanResult
@@ -16,20 +16,20 @@ from fusou_compaction.pipeline.models import CompactItem, CompactResult, Failure
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 def validate(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return dependencies().steps.validate(state_input(event)).to_json_dict()
+    return dependencies(NEEDS).steps.validate(state_input(event)).to_json_dict()
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 def get_metadata(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return dependencies().steps.get_metadata(state_input(event)).to_json_dict()
+    return dependencies(NEEDS).steps.get_metadata(state_input(event)).to_json_dict()
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def compact(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    result = dependencies().steps.compact(CompactItem.model_validate(event))
+    result = dependencies(NEEDS).steps.compact(CompactItem.model_validate(event))
     metrics.add_metric(name="BytesCompacted", unit=MetricUnit.Bytes, value=result.bytes_out)
     metrics.add_metric(name="RowsCompacted", unit=MetricUnit.Count, value=result.rows_out)
     return result.to_json_dict()
@@ -41,7 +41,7 @@ def compact(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 def update(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     plan = PlanResult.model_validate(event["plan"])
     results = [CompactResult.model_validate(r) for r in event.get("compact") or []]
-    result = dependencies().steps.update(state_input(event), plan, results)
+    result = dependencies(NEEDS).steps.update(state_input(event), plan, results)
     metrics.add_metric(name="FilesCompacted", unit=MetricUnit.Count, value=result.files_in)
     metrics.add_metric(name="FilesWritten", unit=MetricUnit.Count, value=result.files_out)
     return result.to_json_dict()
@@ -51,7 +51,11 @@ def update(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def record_failure(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    envelope = dependencies().steps.record_failure(FailureInput.model_validate(event))
+    envelope = dependencies(NEEDS).steps.record_failure(FailureInput.model_validate(event))
     metrics.add_metric(name="RunsFailed", unit=MetricUnit.Count, value=1)
     logger.error("compaction run failed", extra={"failure": envelope.to_json_dict()})
     return envelope.to_json_dict()
+
+
+NEEDS = Needs("steps")
+cold_start(NEEDS)

@@ -4,7 +4,8 @@ No PostgREST server can be installed here, so the supabase-py transport is teste
 it checks the service key the way Supabase's gateway does, runs the same SQL function as the
 ``service_role`` (as PostgREST would, from the key's role claim) and answers errors in
 PostgREST's shape (``{"code","message","details","hint"}``), which supabase-py turns into
-``APIError``. It implements only what the catalog uses: RPC calls.
+``APIError``. It implements only what the catalog uses: RPC calls, and, like Supabase's auth
+server, the project's signing keys at ``GET /auth/v1/.well-known/jwks.json`` (empty unless given).
 """
 
 from __future__ import annotations
@@ -21,11 +22,16 @@ from fusou_compaction.catalog.errors import CatalogError, CatalogUnavailable
 from fusou_compaction.catalog.transport import PostgresRpc
 
 _RPC_PATH = re.compile(r"^/rest/v1/rpc/(?P<fn>[a-z_][a-z0-9_]*)/?$")
+JWKS_PATH = "/auth/v1/.well-known/jwks.json"
 
 
 class LocalPostgrest:
-    def __init__(self, database_url: str, service_key: str, *, port: int = 0) -> None:
+    def __init__(
+        self, database_url: str, service_key: str, *, port: int = 0, jwks: dict[str, Any] | None = None
+    ) -> None:
         self.service_key = service_key
+        self.jwks = jwks or {"keys": []}
+        self.jwks_hits = 0
         self.rpc = PostgresRpc(database_url, role="service_role")
         self.calls = 0
         outer = self
@@ -43,6 +49,13 @@ class LocalPostgrest:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path.split("?")[0] != JWKS_PATH:
+                    self._send(404, {"code": "PGRST125", "message": f"Invalid path {self.path}"})
+                    return
+                outer.jwks_hits += 1
+                self._send(200, outer.jwks)
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

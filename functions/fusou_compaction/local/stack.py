@@ -37,7 +37,7 @@ from fusou_compaction.local.runner import LocalContext, LocalRunner, LocalStepFu
 from fusou_compaction.observability import logger
 from fusou_compaction.pipeline.definition import build_pipeline
 from fusou_compaction.ports.messaging import ReceivedMessage
-from fusou_compaction.settings import Settings
+from fusou_compaction.settings import LOCAL_JWT_ISSUER, Settings
 from fusou_compaction.topology import QUEUES, bucket_name, dlq_name, queue_name
 
 STEP_HANDLERS = {
@@ -311,6 +311,7 @@ class LocalStack:
             jwt_secret=self._jwt_secret,
             admin_token=self._admin_token,
             supabase_url=None,
+            jwt_issuer=LOCAL_JWT_ISSUER,  # the stack's own dev tokens (`fusou-compaction token`)
             target_file_size=o.target_file_size,
             lease_seconds=o.lease_seconds,
             grace_period_seconds=o.grace_period_seconds,
