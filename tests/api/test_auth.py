@@ -1,4 +1,4 @@
-"""Who may call what: Supabase JWTs (HS256 secret, RS256/ES256 from JWKS), admin token, IAM."""
+"""Who may call what: Supabase JWTs (HS256 secret, RS256/ES256 from JWKS), the admin token."""
 
 from __future__ import annotations
 
@@ -26,11 +26,22 @@ from fusou_compaction.logic.auth import (
     mint_dev_token,
     verify_user_token,
 )
+from fusou_compaction.settings import LOCAL_JWT_ISSUER
 
-from .conftest import ADMIN_TOKEN, JWT_SECRET, Api, call, error_of, parquet_bytes, sample_event
+from .conftest import (
+    ADMIN_TOKEN,
+    JWT_SECRET,
+    SUPABASE_ISSUER,
+    SUPABASE_URL,
+    Api,
+    call,
+    error_of,
+    parquet_bytes,
+    sample_event,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
-ISSUER = "https://project.supabase.co/auth/v1"
+ISSUER = SUPABASE_ISSUER
 
 
 def _b64url(obj: dict[str, Any]) -> str:
@@ -171,18 +182,18 @@ def test_hs256_is_refused_when_no_secret_is_configured(config: AuthConfig) -> No
 def test_admin_token_is_never_accepted_when_none_is_configured(config: AuthConfig) -> None:
     cfg = AuthConfig(jwt_secret=JWT_SECRET, jwks_url=None, issuer=ISSUER, audience="authenticated", admin_token=None)
     with pytest.raises(Unauthorized):
-        authenticate({"x-admin-token": ""}, iam_user_arn=None, config=cfg, admin_only=True)
+        authenticate({"x-admin-token": ""}, config=cfg, admin_only=True)
 
 
 def test_a_user_token_on_an_admin_route_is_forbidden(config: AuthConfig) -> None:
     token = jwt.encode(claims(uuid4()), JWT_SECRET, algorithm="HS256")
     with pytest.raises(Forbidden):
-        authenticate({"authorization": f"Bearer {token}"}, iam_user_arn=None, config=config, admin_only=True)
+        authenticate({"authorization": f"Bearer {token}"}, config=config, admin_only=True)
 
 
 def test_non_bearer_schemes_are_unauthorized(config: AuthConfig) -> None:
     with pytest.raises(Unauthorized):
-        authenticate({"authorization": "Basic dXNlcjpwYXNz"}, iam_user_arn=None, config=config)
+        authenticate({"authorization": "Basic dXNlcjpwYXNz"}, config=config)
 
 
 # -- through the API -------------------------------------------------------------------------
@@ -224,11 +235,22 @@ def test_every_bad_credential_is_401_on_every_route(api: Api, headers: dict[str,
         assert (status, code) == (401, "unauthorized"), (why, event["path"], message)
 
 
-def test_the_issuer_in_settings_is_the_one_checked(api: Api) -> None:
-    # The stack's issuer is the effective one from settings; a token for another project is refused.
-    token = jwt.encode(claims(api.alice, iss=ISSUER), JWT_SECRET, algorithm="HS256")
-    event = _status_event(api, uuid4(), {"Authorization": f"Bearer {token}"})
-    assert error_of(call(event))[:2] == (401, "unauthorized")
+@pytest.mark.parametrize(
+    ("issuer", "status"),
+    [
+        (SUPABASE_ISSUER, 404),  # the project's own tokens: let in (the dataset does not exist)
+        (LOCAL_JWT_ISSUER, 401),  # the local stack's dev tokens are never valid for a project
+        ("https://otherprojectxxxxxxxx.supabase.co/auth/v1", 401),
+        (SUPABASE_URL, 401),  # the URL without /auth/v1 is not Supabase's issuer
+    ],
+)
+def test_the_projects_supabase_issuer_is_the_one_accepted(api: Api, issuer: str, status: int) -> None:
+    # Given a token signed with the project's JWT secret, naming an issuer
+    token = jwt.encode(claims(api.alice, iss=issuer), JWT_SECRET, algorithm="HS256")
+    # When it asks for a dataset's status
+    response = call(_status_event(api, uuid4(), {"Authorization": f"Bearer {token}"}))
+    # Then only <supabase_url>/auth/v1 gets past authentication
+    assert response["statusCode"] == status, response
 
 
 @pytest.mark.parametrize("name", ["api_trigger_scheduled.json", "api_dlq_status.json", "api_dlq_redrive.json"])
@@ -244,13 +266,13 @@ def test_admin_routes_accept_the_admin_token(api: Api, name: str) -> None:
     assert response["statusCode"] in (200, 202), response
 
 
-def test_an_iam_caller_is_an_admin(api: Api) -> None:
-    # Given a request API Gateway authorized with IAM (it alone fills identity.userArn)
+def test_an_iam_identity_in_the_event_grants_nothing(api: Api) -> None:
+    # Given a request carrying an IAM identity and no admin token (there is no IAM admin path)
     event = sample_event("api_dlq_status.json")
     event["headers"].pop("X-Admin-Token", None)
     event["requestContext"]["identity"]["userArn"] = "arn:aws:iam::123456789012:role/fusou-operator"
-    # When it is handled, Then it is treated as an admin
-    assert call(event)["statusCode"] == 200
+    # When it is handled, Then it is refused like any caller without credentials
+    assert error_of(call(event))[:2] == (401, "unauthorized")
 
 
 def test_another_users_dataset_is_403_for_status_and_sanitize(api: Api) -> None:
@@ -260,3 +282,9 @@ def test_another_users_dataset_is_403_for_status_and_sanitize(api: Api) -> None:
     event = sample_event("api_sanitize_state.json", headers=api.bearer(api.bob), body={"datasetId": str(dataset)})
     assert error_of(call(event))[:2] == (403, "forbidden")
     assert api.drain() == []
+
+
+@pytest.mark.parametrize("given", ["\udcff", "tok\ud800en", "ü" * 10, ""])
+def test_an_admin_token_that_is_not_ascii_is_401_never_500(api: Api, given: str) -> None:
+    event = sample_event("api_dlq_status.json", headers={"X-Admin-Token": given})
+    assert error_of(call(event))[:2] == (401, "unauthorized")

@@ -37,9 +37,9 @@ from fusou_compaction.catalog.errors import (
     DatasetForbidden,
     InvalidCatalogArgument,
 )
-from fusou_compaction.handlers.deps import Dependencies, dependencies
+from fusou_compaction.handlers.deps import Dependencies, Needs, cold_start, dependencies
 from fusou_compaction.keys import TABLE_NAME_RE
-from fusou_compaction.logic.auth import AuthConfig, Caller, Forbidden, Unauthorized, authenticate
+from fusou_compaction.logic.auth import Caller, Forbidden, Unauthorized, authenticate
 from fusou_compaction.logic.presigned import issue_presigned_upload, maybe_enqueue_realtime
 from fusou_compaction.logic.redrive import MAX_REDRIVE, redrive_all
 from fusou_compaction.logic.scheduled import claim_and_enqueue
@@ -49,8 +49,6 @@ from fusou_compaction.observability import logger, metrics
 from fusou_compaction.pipeline.models import CompactionMessage
 from fusou_compaction.ports.messaging import QueueError
 from fusou_compaction.ports.object_store import ObjectStoreError
-from fusou_compaction.settings import Settings
-from fusou_compaction.wiring import load_secrets
 
 PREFIX = "/api/compaction"
 PARQUET_TYPES = ("application/vnd.apache.parquet", "application/octet-stream")
@@ -129,6 +127,14 @@ ERRORS: dict[type[BaseException], tuple[int, str]] = {
     QueueError: (503, "unavailable"),
     ObjectStoreError: (503, "unavailable"),
 }
+# What a 5xx body says: what failed, in general terms. The exception's own text (queue URLs,
+# object keys, KMS or database errors) goes to the logs only, next to the same request id.
+SERVER_ERROR_MESSAGES: dict[type[BaseException], str] = {
+    CatalogUnavailable: "the catalog is unavailable; retry later",
+    QueueError: "the queue is unavailable; retry later",
+    ObjectStoreError: "the object store is unavailable; retry later",
+}
+INTERNAL_ERROR_MESSAGE = "internal error; retry later, or report the request id"
 
 
 def _error(status: int, code: str, message: str, details: Any = None) -> Response[Any]:
@@ -137,6 +143,19 @@ def _error(status: int, code: str, message: str, details: Any = None) -> Respons
         content_type=content_types.APPLICATION_JSON,
         body=ErrorBody(error=code, message=message, details=details).model_dump(mode="json"),
     )
+
+
+def _request_id() -> str | None:
+    # API Gateway's id (the logs' correlation_id, the client's x-amzn-RequestId); Lambda's without one.
+    context = app.current_event.get("requestContext") or {}
+    request_id = context.get("requestId") if isinstance(context, dict) else None
+    return request_id or getattr(app.lambda_context, "aws_request_id", None)
+
+
+def _server_error(status: int, code: str, message: str, exc: BaseException) -> Response[Any]:
+    """A 5xx: the detail and traceback to the logs, a general message and the request id to the client."""
+    logger.exception(message, exc_info=exc, extra={"status": status, "error": code})
+    return _error(status, code, message, {"requestId": _request_id()})
 
 
 def _validation_error(exc: RequestValidationError) -> Response[Any]:
@@ -174,13 +193,13 @@ def error_response(exc: Exception) -> Response[Any]:
         if cls in ERRORS:
             status, code = ERRORS[cls]
             if status >= 500:
-                logger.warning("dependency unavailable", exc_info=exc)
+                return _server_error(status, code, SERVER_ERROR_MESSAGES.get(cls, INTERNAL_ERROR_MESSAGE), exc)
             details = getattr(exc, "details", None) if isinstance(exc, InvalidField) else None
             return _error(status, code, str(exc) or code.replace("_", " "), details)
-    if isinstance(exc, ServiceError):
+    if isinstance(exc, ServiceError) and exc.status_code < 500:
         return _error(exc.status_code, "error", str(exc.msg))
-    logger.exception("unhandled error", exc_info=exc)
-    return _error(500, "internal_error", "internal error; see the logs with this request's id")
+    status = exc.status_code if isinstance(exc, ServiceError) else 500
+    return _server_error(status, "internal_error", INTERNAL_ERROR_MESSAGE, exc)
 
 
 ERROR_DESCRIPTIONS = {
@@ -345,19 +364,7 @@ UPLOAD_REQUEST_BODY = {
 
 
 def _deps() -> Dependencies:
-    return dependencies()
-
-
-@cache
-def _auth_config(s: Settings) -> AuthConfig:
-    secrets = load_secrets(s)  # Secrets Manager in AWS (cached), the settings themselves locally
-    return AuthConfig(
-        jwt_secret=secrets.jwt_secret.get_secret_value() if secrets.jwt_secret else None,
-        jwks_url=secrets.jwks_url,
-        issuer=s.effective_jwt_issuer,
-        audience=s.jwt_audience,
-        admin_token=secrets.admin_token.get_secret_value() if secrets.admin_token else None,
-    )
+    return dependencies(NEEDS)
 
 
 def _caller(*, admin_only: bool = False) -> Caller:
@@ -365,8 +372,7 @@ def _caller(*, admin_only: bool = False) -> Caller:
     try:
         caller = authenticate(
             event.headers,
-            iam_user_arn=event.request_context.identity.user_arn,
-            config=_auth_config(_deps().settings),
+            config=_deps().runtime.auth(),  # secrets cached at most 5 minutes
             admin_only=admin_only,
         )
     except (Unauthorized, Forbidden) as exc:
@@ -630,3 +636,7 @@ def openapi_json() -> Response[str]:
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)
+
+
+NEEDS = Needs("api", queue=True, dlq=True, auth=True)
+cold_start(NEEDS)
