@@ -7,6 +7,7 @@ tracing already trace each request — so its cold start stays short.
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,10 @@ NAMESPACE = "FUSOU/Compaction"
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+# Every metric carries its stage, so that the alarms of one stage watch only that stage (the
+# alarms name both dimensions: infra/fusou_infra/monitoring.py). Read here, not from Settings:
+# metrics exist before any handler has validated its settings.
+metrics.set_default_dimensions(stage=os.environ.get("FUSOU_STAGE", "dev"))
 
 
 @cache

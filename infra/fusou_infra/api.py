@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_destinations as destinations
+from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
@@ -71,13 +73,15 @@ class Api(Construct):
             memory_mb=config.API_MEMORY_MB,
             timeout_seconds=config.API_TIMEOUT_SECONDS,
             description="HTTPS API: uploads, presigned URLs, triggers, status, DLQ status and redrive",
+            environment={"FUSOU_AUTH_SECRET_ARN": secrets.auth.secret_arn},
         )
         fn = self.function
         storage.grant(fn, config.DATASETS_PREFIX, READ + WRITE)  # direct uploads, deduped by SHA-256
         storage.grant(fn, config.STAGING_PREFIX, WRITE)  # presigned PUTs are signed with this role
         queues.queue.grant_send_messages(fn)  # sanitize-state, trigger-scheduled, redrive
         queues.dlq.grant_consume_messages(fn)  # dlq-status (depth) and dlq-redrive (receive, delete)
-        secrets.grant_read(fn)
+        secrets.grant_catalog(fn)  # the catalog, and the Supabase URL: the tokens' issuer and JWKS
+        secrets.grant_auth(fn)  # the only function that verifies callers
 
         self.register = factory.function(
             self,
@@ -92,7 +96,16 @@ class Api(Construct):
         storage.grant(self.register, config.STAGING_PREFIX, READ + DELETE)
         storage.grant(self.register, config.DATASETS_PREFIX, READ + WRITE)
         queues.queue.grant_send_messages(self.register)
-        secrets.grant_read(self.register)
+        secrets.grant_catalog(self.register)
+        # A registration that fails after Lambda's retries is kept on a queue the same function
+        # drains (handlers/register.py), never dropped: see Queues.register_retry.
+        self.register.configure_async_invoke(
+            retry_attempts=config.REGISTER_ASYNC_RETRIES,
+            on_failure=destinations.SqsDestination(queues.register_retry),
+        )
+        self.register.add_event_source(
+            sources.SqsEventSource(queues.register_retry, batch_size=1, report_batch_item_failures=True)
+        )
         storage.bucket.add_event_notification(
             s3.EventType.OBJECT_CREATED,
             s3n.LambdaDestination(self.register),

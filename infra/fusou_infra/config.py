@@ -20,6 +20,11 @@ API_TIMEOUT_SECONDS = 29  # API Gateway's integration limit
 API_MEMORY_MB = 1024
 REGISTER_TIMEOUT_SECONDS = 300  # a 200 MiB presigned upload is validated and copied
 REGISTER_MEMORY_MB = 1769
+# Failed registrations: retried every 30 min (>= 6x the function's timeout, as SQS event sources
+# need) for a day, well within the staging prefix's 2-day expiry.
+REGISTER_RETRY_VISIBILITY_SECONDS = 1800
+REGISTER_RETRY_RECEIVES = 48
+REGISTER_ASYNC_RETRIES = 2
 DLQ_HANDLER_TIMEOUT_SECONDS = 60
 SCHEDULED_TIMEOUT_SECONDS = 300
 LIGHT_MEMORY_MB = 256

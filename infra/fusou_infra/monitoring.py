@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import Aws, Duration
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
@@ -21,12 +21,14 @@ from fusou_infra.queues import Queues
 FIVE_MINUTES = Duration.minutes(5)
 
 
-def service_metric(name: str, statistic: str = "Sum") -> cw.Metric:
-    """A metric the functions emit with Powertools (EMF): namespace and the `service` dimension."""
+def service_metric(name: str, stage: str, statistic: str = "Sum") -> cw.Metric:
+    """A metric the functions emit with Powertools (EMF): namespace, `service` and `stage` (every
+    function adds its stage, fusou_compaction.observability), so one stage's failures never move
+    another stage's alarms."""
     return cw.Metric(
         namespace=NAMESPACE,
         metric_name=name,
-        dimensions_map={"service": SERVICE},
+        dimensions_map={"service": SERVICE, "stage": stage},
         statistic=statistic,
         period=FIVE_MINUTES,
     )
@@ -47,10 +49,23 @@ class Monitoring(Construct):
                 principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
                 actions=["kms:Decrypt", "kms:GenerateDataKey*"],
                 resources=["*"],
+                conditions={"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}},
             )
         )
         self.topic = sns.Topic(
             self, "Alerts", topic_name=config.resource_name(stage, "alerts"), master_key=self.key, enforce_ssl=True
+        )
+        # enforce_ssl gives the topic a policy of its own (a Deny without TLS), which replaces SNS's
+        # default policy: without this statement CloudWatch may not publish, and alarms would
+        # deploy cleanly and reach nobody. Only this account's alarms may publish.
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchAlarms",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions={"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}},
+            )
         )
         if alert_email:
             self.topic.add_subscription(subs.EmailSubscription(alert_email))
@@ -80,6 +95,7 @@ class Monitoring(Construct):
         step_functions: dict[str, lambda_.Function],
         api: apigw.RestApi,
         functions: list[lambda_.Function],
+        register: lambda_.Function,
     ) -> None:
         dlq_visible = queues.dlq.metric_approximate_number_of_messages_visible(
             period=Duration.minutes(1), statistic="Maximum"
@@ -98,7 +114,7 @@ class Monitoring(Construct):
         self._alarm(
             "DlqReceived",
             "dlq-received",
-            service_metric("DlqMessages"),
+            service_metric("DlqMessages", self.stage),
             1,
             "A compaction message reached the DLQ and was recorded (see dlq-status)",
         )
@@ -117,6 +133,31 @@ class Monitoring(Construct):
             "A compaction execution failed (RecordFailure sent it to the DLQ)",
         )
         self._alarm("Api5xx", "api-5xx", api_5xx, config.API_5XX_ALARM_COUNT, "The API answered 5xx")
+        self._alarm(
+            "DlqRecordErrors",
+            "dlq-record-errors",
+            service_metric("DlqRecordErrors", self.stage),
+            1,
+            "The DLQ function could not record a DLQ message in the catalog; it acknowledged it, so the "
+            "message body is only in its log group (/aws/lambda/<stage>-kc-compaction-dlq): re-send it",
+        )
+        self._alarm(
+            "RegisterErrors",
+            "register-errors",
+            register.metric_errors(period=FIVE_MINUTES, statistic="Sum"),
+            1,
+            "Registering a presigned upload failed; Lambda retries, then the register-retry queue does",
+        )
+        self._alarm(
+            "RegisterRetryExhausted",
+            "register-retry-exhausted",
+            queues.register_retry_dlq.metric_approximate_number_of_messages_visible(
+                period=Duration.minutes(5), statistic="Maximum"
+            ),
+            1,
+            "A presigned upload could not be registered for a day; its staged object expires 2 days after "
+            "upload: fix the cause, then move the message back to the register-retry queue",
+        )
 
         self.dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=config.resource_name(self.stage, "overview"))
         q, d = queues.queue, queues.dlq
@@ -135,7 +176,7 @@ class Monitoring(Construct):
                 width=8,
                 left=[
                     d.metric_approximate_number_of_messages_visible(label="visible", period=FIVE_MINUTES),
-                    service_metric("DlqMessages").with_(label="recorded"),
+                    service_metric("DlqMessages", self.stage).with_(label="recorded"),
                 ],
             ),
         )
@@ -160,17 +201,17 @@ class Monitoring(Construct):
             ),
         )
         self.dashboard.add_widgets(
-            cw.GraphWidget(title="Bytes compacted", width=8, left=[service_metric("BytesCompacted")]),
+            cw.GraphWidget(title="Bytes compacted", width=8, left=[service_metric("BytesCompacted", self.stage)]),
             cw.GraphWidget(
                 title="Files compacted",
                 width=8,
                 left=[
-                    service_metric("FilesCompacted").with_(label="files in"),
-                    service_metric("FilesWritten").with_(label="files out"),
-                    service_metric("RowsCompacted").with_(label="rows"),
+                    service_metric("FilesCompacted", self.stage).with_(label="files in"),
+                    service_metric("FilesWritten", self.stage).with_(label="files out"),
+                    service_metric("RowsCompacted", self.stage).with_(label="rows"),
                 ],
             ),
-            cw.GraphWidget(title="Runs failed", width=8, left=[service_metric("RunsFailed")]),
+            cw.GraphWidget(title="Runs failed", width=8, left=[service_metric("RunsFailed", self.stage)]),
         )
         self.dashboard.add_widgets(
             cw.GraphWidget(

@@ -1,4 +1,5 @@
-"""The compaction queue and its DLQ (names and settings from fusou_compaction.topology)."""
+"""The compaction queue and its DLQ (names and settings from fusou_compaction.topology), and the
+register function's retry queue (presigned uploads whose registration failed) with its DLQ."""
 
 from __future__ import annotations
 
@@ -31,4 +32,28 @@ class Queues(Construct):
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
             dead_letter_queue=sqs.DeadLetterQueue(queue=self.dlq, max_receive_count=QUEUES.max_receive_count),
+        )
+        # Staged uploads whose registration failed after Lambda's asynchronous retries (the
+        # register function's on-failure destination). The register function consumes this queue
+        # itself: a record that still fails comes back after the visibility timeout, every 30 min
+        # for a day (the staging prefix keeps objects 2 days), then waits on the DLQ (alarmed).
+        self.register_retry_dlq = sqs.Queue(
+            self,
+            "RegisterRetryDlq",
+            queue_name=config.resource_name(stage, "register-retry-dlq"),
+            retention_period=Duration.days(14),
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+        )
+        self.register_retry = sqs.Queue(
+            self,
+            "RegisterRetry",
+            queue_name=config.resource_name(stage, "register-retry"),
+            visibility_timeout=Duration.seconds(config.REGISTER_RETRY_VISIBILITY_SECONDS),
+            retention_period=Duration.days(4),
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            dead_letter_queue=sqs.DeadLetterQueue(
+                queue=self.register_retry_dlq, max_receive_count=config.REGISTER_RETRY_RECEIVES
+            ),
         )

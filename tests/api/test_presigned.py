@@ -157,3 +157,60 @@ def test_upload_url_invalid_fields_are_422(api: Api, over: dict[str, Any]) -> No
 def test_the_sample_s3_event_parses_and_is_ignored_for_another_bucket(api: Api) -> None:
     result = register.handler(load_event("s3_object_created.json"), LocalContext(function_name="register"))
     assert result["results"][0]["status"] == "ignored"
+
+
+class _CatalogDown:
+    """A catalog transport whose every call fails as an unreachable Supabase does."""
+
+    def call(self, function: str, params: Any) -> Any:
+        from fusou_compaction.catalog.errors import CatalogUnavailable
+
+        raise CatalogUnavailable("Supabase unreachable: connection refused")
+
+    def close(self) -> None:
+        pass
+
+
+def retry_event(api: Api, key: str) -> dict[str, Any]:
+    """The sample record of the register-retry queue (Lambda's on-failure destination), for ``key``."""
+    event = copy.deepcopy(load_event("sqs_register_retry.json"))
+    body = json.loads(event["Records"][0]["body"])
+    body["requestPayload"] = s3_event(api, key)
+    event["Records"][0]["body"] = json.dumps(body)
+    return event
+
+
+def test_a_registration_that_failed_is_kept_and_registered_from_the_retry_queue(api: Api) -> None:
+    from dataclasses import replace
+
+    from fusou_compaction.catalog.client import Catalog
+    from fusou_compaction.handlers.deps import use_dependencies
+
+    # Given a presigned upload PUT while the catalog is down
+    dataset, data = uuid4(), parquet_bytes(6, seed=9)
+    grant = json.loads(ask_url(api, dataset, data)["body"])
+    assert put_presigned(grant, data).status_code == 200
+    down = replace(api.deps, catalog=Catalog(_CatalogDown()))  # type: ignore[arg-type]
+    use_dependencies(down)
+    # When S3's notification arrives, Then the invocation fails (Lambda retries it, then sends it
+    # to the on-failure destination) and the staged object stays
+    with pytest.raises(Exception, match="unreachable"):
+        register.handler(s3_event(api, grant["key"]), LocalContext(function_name="register"))
+    assert grant["key"] in {o.key for o in api.deps.store.list_objects("staging/")}
+    # When the retry queue delivers it while the catalog is still down, Then the record is reported
+    # failed (SQS delivers it again after the visibility timeout)
+    event = retry_event(api, grant["key"])
+    failed = register.handler(event, LocalContext(function_name="register"))
+    assert failed == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
+    # When it is delivered again once the catalog is back, Then the upload is registered
+    use_dependencies(api.deps)
+    assert register.handler(event, LocalContext(function_name="register")) == {"batchItemFailures": []}
+    assert api.deps.catalog.get_dataset(dataset).live_rows == 6
+    assert list(api.deps.store.list_objects("staging/")) == []
+
+
+def test_a_retry_record_that_is_not_a_failed_invocation_is_never_acknowledged(api: Api) -> None:
+    event = copy.deepcopy(load_event("sqs_register_retry.json"))
+    event["Records"][0]["body"] = "{not json"
+    result = register.handler(event, LocalContext(function_name="register"))
+    assert result["batchItemFailures"] == [{"itemIdentifier": event["Records"][0]["messageId"]}]

@@ -95,3 +95,92 @@ def test_dashboard_plots_the_metrics_the_functions_emit(synth: Synthesized) -> N
         "Duration",
     ):
         assert f'"{metric}"' in body, metric
+
+
+def test_cloudwatch_may_publish_to_the_alerts_topic_and_plain_http_may_not(synth: Synthesized) -> None:
+    # enforce_ssl replaces SNS's default policy: without an Allow for CloudWatch, alarms reach nobody.
+    topic = {"Ref": synth.logical_id(synth.stack.monitoring.topic)}
+    [policy] = [
+        p["Properties"]["PolicyDocument"]["Statement"]
+        for p in synth.of_type("AWS::SNS::TopicPolicy").values()
+        if topic in p["Properties"]["Topics"]
+    ]
+    allow = [s for s in policy if s["Effect"] == "Allow"]
+    assert allow == [
+        {
+            "Sid": "AllowCloudWatchAlarms",
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudwatch.amazonaws.com"},
+            "Action": "sns:Publish",
+            "Resource": topic,
+            "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}},
+        }
+    ]
+    [deny] = [s for s in policy if s["Effect"] == "Deny"]
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert deny["Principal"] in ("*", {"AWS": "*"}) and "sns:Publish" in deny["Action"]
+    key = synth.props(synth.logical_id(synth.stack.monitoring.key))
+    [cw_key] = [
+        s for s in key["KeyPolicy"]["Statement"] if s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}
+    ]
+    assert cw_key["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+
+
+def test_custom_metric_alarms_watch_their_own_stage(synth: Synthesized) -> None:
+    for name, alarm in _alarms(synth).items():
+        if alarm.get("Namespace") == "FUSOU/Compaction":
+            assert sorted(alarm["Dimensions"], key=lambda d: d["Name"]) == [
+                {"Name": "service", "Value": "fusou-compaction"},
+                {"Name": "stage", "Value": "dev"},
+            ], name
+
+
+def test_the_functions_metrics_carry_the_stage_dimension() -> None:
+    from fusou_compaction.observability import metrics
+
+    assert metrics.default_dimensions == {"stage": "dev"}
+
+
+def test_lost_records_and_registrations_are_alarmed(synth: Synthesized) -> None:
+    alarms = _alarms(synth)
+    record_errors = alarms["dev-kc-compaction-dlq-record-errors"]
+    assert (record_errors["Namespace"], record_errors["MetricName"]) == ("FUSOU/Compaction", "DlqRecordErrors")
+    assert record_errors["Threshold"] == 1
+    register_errors = alarms["dev-kc-compaction-register-errors"]
+    assert (register_errors["Namespace"], register_errors["MetricName"]) == ("AWS/Lambda", "Errors")
+    assert register_errors["Dimensions"] == [
+        {"Name": "FunctionName", "Value": {"Ref": synth.logical_id(synth.stack.api.register)}}
+    ]
+    exhausted = alarms["dev-kc-compaction-register-retry-exhausted"]
+    assert exhausted["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert exhausted["Dimensions"][0]["Value"] == {
+        "Fn::GetAtt": [synth.logical_id(synth.stack.queues.register_retry_dlq), "QueueName"]
+    }
+
+
+def test_a_failed_registration_goes_to_a_retry_queue_the_register_function_drains(synth: Synthesized) -> None:
+    register = synth.logical_id(synth.stack.api.register)
+    retry = synth.logical_id(synth.stack.queues.register_retry)
+    [invoke_config] = [
+        r["Properties"]
+        for r in synth.of_type("AWS::Lambda::EventInvokeConfig").values()
+        if r["Properties"]["FunctionName"] == {"Ref": register}
+    ]
+    assert invoke_config["MaximumRetryAttempts"] == 2
+    assert invoke_config["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": [retry, "Arn"]}
+    [mapping] = [
+        r["Properties"]
+        for r in synth.of_type("AWS::Lambda::EventSourceMapping").values()
+        if r["Properties"]["EventSourceArn"] == {"Fn::GetAtt": [retry, "Arn"]}
+    ]
+    assert mapping["FunctionName"] == {"Ref": register}
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    queue = synth.props(retry)
+    timeout = synth.function("register")["Timeout"]
+    assert queue["VisibilityTimeout"] >= 6 * timeout
+    redrive = queue["RedrivePolicy"]
+    assert redrive["deadLetterTargetArn"] == {
+        "Fn::GetAtt": [synth.logical_id(synth.stack.queues.register_retry_dlq), "Arn"]
+    }
+    # Retried for at most a day: the staged object (2-day expiry) is still there for the last try.
+    assert queue["VisibilityTimeout"] * redrive["maxReceiveCount"] <= 24 * 3600
