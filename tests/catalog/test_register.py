@@ -147,3 +147,18 @@ def test_two_owners_racing_to_create_one_dataset_leave_one_owner(catalog: Catalo
     # Then one wins and the other is refused
     assert results == ["forbidden", "ok"]
     assert catalog.get_dataset(dataset).owner_id in owners
+
+
+def test_find_fragment_knows_bytes_live_or_compacted_per_table(world: World, sql: psycopg.Connection) -> None:
+    # Given a fragment, later marked removed (as a commit retires it)
+    frag = world.fragment(table="battle", content="bytes-1")
+    sha = hashlib.sha256(b"bytes-1").hexdigest()
+    found = world.catalog.find_fragment(world.dataset, "battle", sha)
+    assert found is not None and found.id == frag.id and found.removed_at is None
+    sql.execute("UPDATE dataset_files SET removed_at = now(), delete_after = now() WHERE id = %s", (frag.id,))
+    # Then it is still found (its bytes are known), only in its own table, and unknown bytes are not
+    removed = world.catalog.find_fragment(world.dataset, "battle", sha)
+    assert removed is not None and removed.id == frag.id and removed.removed_at is not None
+    assert world.catalog.find_fragment(world.dataset, "ship_state", sha) is None
+    assert world.catalog.find_fragment(world.dataset, "battle", hashlib.sha256(b"other").hexdigest()) is None
+    assert world.catalog.find_fragment(uuid4(), "battle", sha) is None

@@ -264,3 +264,25 @@ def test_rust_written_fragments_keep_every_row_through_upload_and_a_run(
     assert {f.table_name for f in status.files} == {"battle"}
     rows = live_rows(catalog, store, dataset, "battle")
     assert rows is not None and sorted(rows.column("battle_id").to_pylist()) == list(range(18))
+
+
+def test_reuploading_compacted_and_deleted_bytes_writes_no_object(catalog: Catalog, store: S3ObjectStore) -> None:
+    from datetime import timedelta
+
+    from fusou_compaction.logic.scheduled import housekeeping
+
+    # Given a fragment compacted by a run whose replaced objects are swept at once (no grace)
+    owner, dataset = uuid4(), uuid4()
+    data = rust_zero_count_parquet(6)
+    first = store_fragment(catalog, store, owner_id=owner, dataset_id=dataset, table="battle", data=data)
+    steps = CompactionSteps(catalog, store, StepConfig(lease_seconds=60, grace_period_seconds=0))
+    _run_all(steps, execution_input(dataset))
+    housekeeping(catalog, store, orphan_min_age=timedelta(hours=6))
+    fragments = [o.key for o in store.list_objects(keys.dataset_prefix(dataset)) if "/fragments/" in o.key]
+    assert fragments == []
+    # When the same bytes are uploaded again
+    again = store_fragment(catalog, store, owner_id=owner, dataset_id=dataset, table="battle", data=data)
+    # Then they are the known fragment, and no object is written back
+    assert again.duplicate and again.fragment_id == first.fragment_id
+    assert [o.key for o in store.list_objects(keys.dataset_prefix(dataset)) if "/fragments/" in o.key] == []
+    assert catalog.get_dataset(dataset).live_fragments == 0

@@ -80,6 +80,11 @@ class Catalog:
             )
         )
 
+    def find_fragment(self, dataset_id: UUID, table: str, sha256: str) -> CatalogFile | None:
+        """The fragment of (dataset, table) with these bytes, live or compacted, if any (0006)."""
+        found = self._call("find_fragment", p_dataset_id=dataset_id, p_table=table, p_sha256=sha256)
+        return None if found is None else CatalogFile.model_validate(found)
+
     # Arrow schemas by fingerprint (migration 0004): a cache that lets the Compact step unify a
     # bin's schemas without reading every footer first.
     def register_schemas(self, schemas: Mapping[str, str]) -> int:

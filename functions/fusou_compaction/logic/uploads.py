@@ -111,8 +111,22 @@ def store_fragment(
     summary = inspect_parquet(data)
     # Checked before the write so that nobody can put bytes under another user's prefix;
     # register_fragment checks again, atomically.
-    ensure_may_write(catalog, dataset_id, owner_id)
+    exists = ensure_may_write(catalog, dataset_id, owner_id)
     sha = hashlib.sha256(data).hexdigest()
+    # Bytes the catalog already knows are never written again: once compacted, their object is
+    # deleted after the grace period, and writing it back would leave an object no sweep deletes.
+    known = catalog.find_fragment(dataset_id, table, sha) if exists else None
+    if known is not None:
+        return StoredFragment(
+            dataset_id=dataset_id,
+            table=table,
+            fragment_id=known.id,
+            size_bytes=known.size_bytes,
+            row_count=known.row_count,
+            sha256=sha,
+            duplicate=True,
+            dataset_created=False,
+        )
     key = keys.fragment_key(dataset_id, table, sha)
     # Same bytes → same key: an existing object is already exactly these bytes.
     store.put_if_absent(key, data, content_type="application/vnd.apache.parquet")
