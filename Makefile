@@ -3,6 +3,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 UV_VERSION := 0.13.9
+CHECKOV_VERSION := 3.3.30
 TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 PY := .venv/bin/python
@@ -14,7 +15,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 help:
 	@echo "make demo   - run the whole system on an embedded local stack (no AWS, no Docker)"
 	@echo "make test   - the whole test suite against real PostgreSQL and moto's server"
-	@echo "make lint   - ruff + mypy"
+	@echo "make lint   - ruff + mypy + checkov on the synthesized template"
 	@echo "make bench  - engine and pipeline benchmarks side by side with DuckDB, polars, pyarrow"
 
 $(UV):
@@ -42,6 +43,9 @@ lint: .venv/.synced
 	.venv/bin/ruff check functions tests infra bench
 	.venv/bin/ruff format --check functions tests infra bench
 	.venv/bin/mypy
+	CDK_OUTDIR=build/lint-cdk.out $(PY) infra/app.py > /dev/null
+	$(UV) tool run --quiet --from checkov==$(CHECKOV_VERSION) checkov --skip-download --quiet --compact \
+		--framework cloudformation -f build/lint-cdk.out/dev-kc-compaction.template.json
 
 fmt: .venv/.synced
 	.venv/bin/ruff format functions tests infra bench

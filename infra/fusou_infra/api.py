@@ -16,7 +16,7 @@ from constructs import Construct
 
 from fusou_infra import config
 from fusou_infra.lambda_factory import FunctionFactory
-from fusou_infra.nag import acknowledge
+from fusou_infra.nag import acknowledge, checkov_skip
 from fusou_infra.queues import Queues
 from fusou_infra.secrets import Secrets
 from fusou_infra.storage import DELETE, READ, WRITE, Storage
@@ -73,6 +73,7 @@ class Api(Construct):
             memory_mb=config.API_MEMORY_MB,
             timeout_seconds=config.API_TIMEOUT_SECONDS,
             description="HTTPS API: uploads, presigned URLs, triggers, status, DLQ status and redrive",
+            failures="Invoked synchronously by API Gateway: a failure is the caller's 5xx response (alarmed)",
             environment={"FUSOU_AUTH_SECRET_ARN": secrets.auth.secret_arn},
         )
         fn = self.function
@@ -92,6 +93,8 @@ class Api(Construct):
             memory_mb=config.REGISTER_MEMORY_MB,
             timeout_seconds=config.REGISTER_TIMEOUT_SECONDS,
             description="S3 ObjectCreated under staging/: validate and register a presigned upload",
+            failures="Asynchronous: after 2 retries the event goes to the on-failure destination "
+            "(register-retry queue, drained by this function; its DLQ is alarmed), which checkov does not read",
         )
         storage.grant(self.register, config.STAGING_PREFIX, READ + DELETE)
         storage.grant(self.register, config.DATASETS_PREFIX, READ + WRITE)
@@ -121,6 +124,12 @@ class Api(Construct):
             "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
             "CDK's bucket-notifications custom resource runs only at deploy time; its role is CDK's, "
             "with the AWS-managed basic execution policy for its logs",
+        )
+        checkov_skip(
+            notifications,
+            "CKV_AWS_116",
+            "CDK's bucket-notifications custom resource, invoked by CloudFormation at deploy time: a "
+            "failure fails the deployment, which rolls back",
         )
 
         api_name = config.resource_name(stage, "api")

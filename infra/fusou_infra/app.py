@@ -7,12 +7,13 @@ import os
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from aws_cdk import App, Validations
+from aws_cdk import App, Aspects, Validations
 from cdk_nag import AwsSolutionsChecks, NagPack
 
 from fusou_infra import config
 from fusou_infra.assets import ROOT
 from fusou_infra.lambda_factory import AssetSource
+from fusou_infra.nag import CheckovAccepted
 from fusou_infra.stack import CompactionStack
 
 
@@ -71,6 +72,7 @@ def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = 
         alert_email=ctx("alertEmail") or None,
         description=f"FUSOU compaction ({stage}): API, SQS, Step Functions, S3; catalog in Supabase",
     )
+    Aspects.of(stack).add(CheckovAccepted())
     nag = None
     if ctx("nag") is None or _flag(ctx("nag")):
         nag = AwsSolutionsChecks(app)

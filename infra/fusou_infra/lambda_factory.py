@@ -14,7 +14,7 @@ from constructs import Construct
 
 from fusou_infra import config
 from fusou_infra.assets import AssetName, resolve_code_dir
-from fusou_infra.nag import acknowledge
+from fusou_infra.nag import acknowledge, checkov_skip
 
 
 @dataclass
@@ -65,8 +65,11 @@ class FunctionFactory(Construct):
         memory_mb: int,
         timeout_seconds: int,
         description: str,
+        failures: str,
         environment: dict[str, str] | None = None,
     ) -> lambda_.Function:
+        """``failures``: where a failed invocation goes instead of a Lambda DLQ (checkov's
+        CKV_AWS_116 is acknowledged with it)."""
         name = config.resource_name(self.stage, key)
         log_group = logs.LogGroup(
             scope,
@@ -113,6 +116,7 @@ class FunctionFactory(Construct):
             "X-Ray's PutTraceSegments and PutTelemetryRecords support no resource-level permissions; "
             "no other statement of this role uses a wildcard resource",
         )
+        checkov_skip(fn, "CKV_AWS_116", failures)
         self.functions[key] = fn
         self.asset_of[key] = asset
         return fn

@@ -69,6 +69,8 @@ class CompactionPipeline(Construct):
                 memory_mb=compact_memory_mb if key == "compact" else memory,
                 timeout_seconds=timeouts[key],
                 description=f"Compaction pipeline step: {key}",
+                failures="Invoked synchronously by the state machine: its Retry and Catch handle a failure "
+                "(RecordFailure, then the compaction DLQ)",
                 # Arrow's system allocator returns memory between bins (bench/RESULTS.md: -70 MB);
                 # it must be set before pyarrow loads, so it is the function's environment.
                 environment={"ARROW_DEFAULT_MEMORY_POOL": "system"} if key == "compact" else None,
@@ -123,6 +125,8 @@ class CompactionPipeline(Construct):
             memory_mb=config.LIGHT_MEMORY_MB,
             timeout_seconds=QUEUES.consumer_timeout_seconds,
             description="SQS compaction queue -> one Step Functions execution per message",
+            failures="SQS event source: a failed message returns to the queue, which redrives it to the "
+            "compaction DLQ after 3 receives",
             environment={"FUSOU_STATE_MACHINE_ARN": self.state_machine.state_machine_arn},
         )
         self.consumer.add_event_source(
@@ -145,6 +149,8 @@ class CompactionPipeline(Construct):
             memory_mb=config.LIGHT_MEMORY_MB,
             timeout_seconds=config.DLQ_HANDLER_TIMEOUT_SECONDS,
             description="DLQ -> record the failure in the catalog, metric, alert; always acknowledges",
+            failures="SQS event source on the DLQ itself; a record it cannot store is logged whole and "
+            "alarmed (DlqRecordErrors)",
             environment={"FUSOU_ALERT_TOPIC_ARN": alerts.topic_arn},
         )
         self.dlq_handler.add_event_source(

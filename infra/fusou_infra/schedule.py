@@ -37,6 +37,8 @@ class Schedule(Construct):
             memory_mb=config.LIGHT_MEMORY_MB,
             timeout_seconds=config.SCHEDULED_TIMEOUT_SECONDS,
             description="Daily: enqueue pending datasets, sweep expired leases, delete replaced objects and orphans",
+            failures="Invoked by EventBridge once a day; every run redoes all of the work (idempotent), and "
+            "its errors are on the dashboard; a DLQ would hold only an empty scheduled event",
         )
         queues.queue.grant_send_messages(self.function)
         storage.grant(self.function, config.DATASETS_PREFIX, DELETE)  # replaced objects past grace, orphans
