@@ -4,13 +4,19 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 UV_VERSION := 0.13.9
 CHECKOV_VERSION := 3.3.30
+# The CDK CLI, pinned: `npx aws-cdk@2` would take whatever is newest on the day.
+CDK_CLI := npx --yes aws-cdk@2.1149.0
+# Deploy-time context for the app: CONTEXT="alertEmail=you@example.com compactMemoryMb=3538".
+# It must reach infra/app.py, which synthesizes; `cdk deploy --app cdk.out` never re-runs the app,
+# so `-c` in CDK_ARGS would be silently ignored (refused below).
+APP_CONTEXT = $(if $(STAGE),-c stage=$(STAGE)) $(foreach kv,$(CONTEXT),-c $(kv))
 TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 PY := .venv/bin/python
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup postgres test lint fmt typecheck bench demo synth build deploy destroy clean
+.PHONY: help setup postgres test lint fmt typecheck bench demo synth build deploy destroy clean no-context-in-cdk-args
 
 help:
 	@echo "make demo   - run the whole system on an embedded local stack (no AWS, no Docker)"
@@ -64,15 +70,20 @@ build: .venv/.synced
 	$(PY) infra/build_assets.py
 
 synth: .venv/.synced
-	$(PY) infra/app.py $(if $(STAGE),-c stage=$(STAGE))
+	$(PY) infra/app.py $(APP_CONTEXT)
 
-deploy: build
-	$(PY) infra/app.py -c requireBuiltAssets=true $(if $(STAGE),-c stage=$(STAGE))
-	npx --yes aws-cdk@2 deploy --app cdk.out --require-approval broadening $(CDK_ARGS)
+no-context-in-cdk-args:
+	@case " $(CDK_ARGS) " in *" -c "*|*" --context"*) \
+		echo "CDK_ARGS carries -c/--context, which cdk deploy --app cdk.out ignores: use CONTEXT=\"key=value ...\""; \
+		exit 2;; esac
 
-destroy: .venv/.synced
-	$(PY) infra/app.py $(if $(STAGE),-c stage=$(STAGE))
-	npx --yes aws-cdk@2 destroy --app cdk.out $(CDK_ARGS)
+deploy: no-context-in-cdk-args build
+	$(PY) infra/app.py -c requireBuiltAssets=true $(APP_CONTEXT)
+	$(CDK_CLI) deploy --app cdk.out --require-approval broadening $(CDK_ARGS)
+
+destroy: no-context-in-cdk-args .venv/.synced
+	$(PY) infra/app.py $(APP_CONTEXT)
+	$(CDK_CLI) destroy --app cdk.out $(CDK_ARGS)
 
 clean:
 	rm -rf .venv $(TOOLS) cdk.out build .fusou .bench

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_lambda_event_sources as sources
@@ -83,6 +84,20 @@ class Api(Construct):
         queues.dlq.grant_consume_messages(fn)  # dlq-status (depth) and dlq-redrive (receive, delete)
         secrets.grant_catalog(fn)  # the catalog, and the Supabase URL: the tokens' issuer and JWKS
         secrets.grant_auth(fn)  # the only function that verifies callers
+        # dlq-status reports the queue's oldest message age, which SQS publishes only to CloudWatch.
+        # GetMetricStatistics has no resource-level permissions: "*" is the only resource it takes.
+        metric_reader = iam.Policy(
+            self,
+            "ApiMetricsRead",
+            statements=[iam.PolicyStatement(actions=["cloudwatch:GetMetricStatistics"], resources=["*"])],
+        )
+        fn.role.attach_inline_policy(metric_reader)  # type: ignore[union-attr]
+        acknowledge(
+            metric_reader,
+            "AwsSolutions-IAM5[Resource::*]",
+            "cloudwatch:GetMetricStatistics supports no resource-level permission; it reads metrics only "
+            "(the queue's ApproximateAgeOfOldestMessage for dlq-status)",
+        )
 
         self.register = factory.function(
             self,

@@ -68,7 +68,9 @@ def test_no_policy_allows_everything_on_everything(synth: Synthesized) -> None:
             wild_action = any(a == "*" or a.endswith(":*") for a in actions)
             assert not (wild_action and "*" in resources), (lid, statement)
             if "*" in resources:  # only actions AWS offers no resource-level permission for
-                assert all(a.split(":")[0] in {"xray", "logs"} for a in actions), (lid, statement)
+                assert all(
+                    a.split(":")[0] in {"xray", "logs"} or a == "cloudwatch:GetMetricStatistics" for a in actions
+                ), (lid, statement)
 
 
 def test_only_parquet_functions_ship_pyarrow(synth: Synthesized) -> None:
@@ -143,3 +145,12 @@ def test_the_secrets_hold_no_value_but_the_generated_admin_token(synth: Synthesi
     assert auth["Name"] == "dev/kc-compaction/api-auth"
     assert auth["GenerateSecretString"]["GenerateStringKey"] == "admin_token"
     assert auth["GenerateSecretString"]["SecretStringTemplate"] == "{}"
+
+
+def test_only_the_api_may_read_metrics_for_dlq_status(synth: Synthesized) -> None:
+    readers = {
+        key
+        for key, fn in _ours(synth).items()
+        if any("cloudwatch:GetMetricStatistics" in _as_list(s["Action"]) for s in _statements(synth, fn))
+    }
+    assert readers == {"api"}

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+from pathlib import Path
+
 import pytest
 from aws_cdk import Stack
 
@@ -44,3 +49,46 @@ def test_compact_memory_outside_lambdas_range_is_refused_with_the_range(value: s
     # When the app is built with a compactMemoryMb Lambda cannot give, or the engine cannot run in
     with pytest.raises(ValueError, match=r"compactMemoryMb=.*1024 to 10240"):
         build_app({"stage": "dev", "assetsDir": "", "nag": "false", "compactMemoryMb": value})
+
+
+def test_deploy_time_context_given_to_make_reaches_the_app(tmp_path: Path) -> None:
+    # Given the operator's deploy-time context, as the runbook passes it to make
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "CDK_OUTDIR": str(tmp_path)}
+    # When make synthesizes (make deploy runs the same app command with requireBuiltAssets)
+    proc = subprocess.run(
+        ["make", "-s", "synth", "STAGE=ops", "CONTEXT=alertEmail=ops@example.com compactMemoryMb=3538"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    # Then the template has the subscription and the memory it asked for
+    template = json.loads((tmp_path / "ops-kc-compaction.template.json").read_text())
+    resources = template["Resources"].values()
+    subscriptions = [r["Properties"] for r in resources if r["Type"] == "AWS::SNS::Subscription"]
+    assert [(s["Protocol"], s["Endpoint"]) for s in subscriptions] == [("email", "ops@example.com")]
+    compact = [
+        r["Properties"]
+        for r in resources
+        if r["Type"] == "AWS::Lambda::Function"
+        and r["Properties"].get("FunctionName") == "ops-kc-compaction-step-compact"
+    ]
+    assert compact[0]["MemorySize"] == 3538
+
+
+def test_context_in_cdk_args_is_refused_before_anything_deploys() -> None:
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        ["make", "-s", "deploy", "CDK_ARGS=--profile ops -c alertEmail=ops@example.com"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "use CONTEXT=" in proc.stdout + proc.stderr
