@@ -434,3 +434,77 @@ def test_a_consumer_without_its_state_machine_stops_at_cold_start(deployed: Depl
     env = {k: v for k, v in deployed.environment("consumer").items() if k != "FUSOU_STATE_MACHINE_ARN"}
     proc = _cold_start_in_a_fresh_process(env, "fusou_compaction.handlers.consumer")
     assert proc.returncode != 0 and "FUSOU_STATE_MACHINE_ARN" in proc.stderr, proc.stderr
+
+
+# -- operator commands against the deployed stack, with the caller's own AWS configuration -----
+
+
+def test_operator_commands_target_a_deployed_stack(
+    deployed: DeployedStack, supabase: LocalPostgrest, tmp_path: Any
+) -> None:
+    # Given the stack's outputs in CloudFormation (names as infra/fusou_infra/stack.py gives them)
+    env = deployed.environment("api")
+    outputs = {
+        "ApiUrl": "https://abc123.execute-api.us-east-1.amazonaws.com/dev/",
+        "BucketName": env["FUSOU_BUCKET"],
+        "QueueUrl": env["FUSOU_QUEUE_URL"],
+        "DlqUrl": env["FUSOU_DLQ_URL"],
+        "CatalogSecretArn": env["FUSOU_CATALOG_SECRET_ARN"],
+    }
+    template = {
+        "Resources": {"Marker": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": f"marker-{uuid4().hex[:8]}"}}},
+        "Outputs": {k: {"Value": v} for k, v in outputs.items()},
+    }
+    stack_name = f"ops-{uuid4().hex[:8]}"
+    deployed.client("cloudformation").create_stack(StackName=stack_name, TemplateBody=json.dumps(template))
+    # And an operator whose AWS configuration is their own (here: the emulator, via the standard
+    # AWS_ENDPOINT_URL setting), with no FUSOU_* settings at all
+    operator = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("FUSOU_", "AWS_"))},
+        "AWS_ACCESS_KEY_ID": "operator",
+        "AWS_SECRET_ACCESS_KEY": "operator",
+        "AWS_DEFAULT_REGION": deployed.aws.region,
+        "AWS_ENDPOINT_URL": deployed.aws.endpoint_url,
+    }
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", "from fusou_compaction.cli import main; main()", *args],
+            env=operator,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    # When they write the endpoints file from the stack, upload a fragment and ask for its status
+    endpoints = tmp_path / "deployed.json"
+    written = cli("endpoints", "--stack", stack_name, "--output", str(endpoints))
+    assert written.returncode == 0, written.stderr
+    assert "aws_endpoint_url" not in json.loads(endpoints.read_text())  # AWS itself, not a stand-in
+    fragment = tmp_path / "f.parquet"
+    fragment.write_bytes(parquet(9))
+    user, dataset = uuid4(), uuid4()
+    uploaded = cli(
+        "upload",
+        str(fragment),
+        "--dataset",
+        str(dataset),
+        "--table",
+        "battles",
+        "--user",
+        str(user),
+        "--endpoints",
+        str(endpoints),
+    )
+    status = cli("status", str(dataset), "--endpoints", str(endpoints), "--json")
+    # Then both reached the deployed resources: the catalog through its secret, S3 with their credentials
+    assert uploaded.returncode == 0, uploaded.stderr
+    assert json.loads(uploaded.stdout.strip().splitlines()[-1])["rowCount"] == 9
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["tables"]["battles"]["rows"] == 9
+    listed = deployed.client("s3").list_objects_v2(Bucket=env["FUSOU_BUCKET"], Prefix=f"datasets/{dataset}/")
+    assert listed["KeyCount"] == 1
+    # And a local-only command says so instead of failing obscurely
+    token = cli("token", "--endpoints", str(endpoints))
+    assert token.returncode == 2 and "local stack" in token.stderr

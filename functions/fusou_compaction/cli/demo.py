@@ -129,7 +129,7 @@ def demo(
         with LocalStack(StackOptions(data_dir=Path(tmp), run_daily_schedule=False)) as stack:
             stack.write_endpoints()
             ep, deps = stack.endpoints, stack.deps
-            assert ep is not None and deps is not None
+            assert ep is not None and deps is not None and ep.jwt_secret and ep.admin_token
             err.print(f"stack ready in {time.monotonic() - started:.1f}s: API {ep.api_url}, AWS {ep.aws_endpoint_url}")
             for d in items:
                 d.token = mint_dev_token(d.owner, ep.jwt_secret, issuer=LOCAL_JWT_ISSUER, audience="authenticated")

@@ -14,6 +14,7 @@ from rich.table import Table
 from fusou_compaction.catalog.errors import CatalogError, CatalogNotFound, DatasetForbidden
 from fusou_compaction.cli.app import app
 from fusou_compaction.cli.common import DEFAULT_ENDPOINTS, EndpointsOption, connect, err, load_endpoints, out
+from fusou_compaction.local.stack import Endpoints
 from fusou_compaction.logic.uploads import InvalidParquet, NotParquet, store_fragment
 
 
@@ -173,4 +174,50 @@ def token(
     from fusou_compaction.settings import LOCAL_JWT_ISSUER
 
     ep = load_endpoints(endpoints)
+    if not ep.jwt_secret:
+        err.print("[red]tokens are minted only for the local stack; a deployed stack's users sign in to Supabase[/red]")
+        raise typer.Exit(2)
     print(mint_dev_token(user or uuid4(), ep.jwt_secret, issuer=LOCAL_JWT_ISSUER, audience="authenticated", ttl=ttl))
+
+
+@app.command("endpoints")
+def endpoints_of_stack(
+    stack: Annotated[str, typer.Option("--stack", help="the deployed stack, e.g. dev-kc-compaction")],
+    output: Annotated[Path, typer.Option("--output", help="where to write the endpoints file")] = Path(
+        ".fusou/deployed.json"
+    ),
+    region: Annotated[str | None, typer.Option("--region", help="default: your AWS configuration's")] = None,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="reach the catalog through Supabase's pooler instead")
+    ] = None,
+) -> None:
+    """Write an endpoints file for a deployed stack from its CloudFormation outputs (your own AWS
+    credentials), so that upload, status and dlq-status work against it."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        cfn = boto3.client("cloudformation", region_name=region)
+        described = cfn.describe_stacks(StackName=stack)["Stacks"][0]
+    except (BotoCoreError, ClientError) as exc:
+        err.print(f"[red]cannot read stack {stack}: {exc}[/red] (check your AWS credentials and --region)")
+        raise typer.Exit(2) from exc
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
+    needed = ("ApiUrl", "BucketName", "QueueUrl", "DlqUrl", "CatalogSecretArn")
+    missing = [k for k in needed if k not in outputs]
+    if missing:
+        err.print(f"[red]stack {stack} has no output(s) {', '.join(missing)}: is it this service's stack?[/red]")
+        raise typer.Exit(2)
+    ep = Endpoints(
+        api_url=outputs["ApiUrl"],
+        region=cfn.meta.region_name,
+        bucket=outputs["BucketName"],
+        queue_url=outputs["QueueUrl"],
+        dlq_url=outputs["DlqUrl"],
+        catalog_secret_arn=None if database_url else outputs["CatalogSecretArn"],
+        database_url=database_url,
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(ep.to_json_dict(), indent=2) + "\n")
+    output.chmod(0o600)  # a pooler URL holds a password
+    print(str(output))
