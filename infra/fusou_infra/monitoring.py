@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Aws, Duration
+from aws_cdk import Aws, Duration, RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
@@ -40,8 +40,14 @@ class Monitoring(Construct):
     def __init__(self, scope: Construct, id: str, *, stage: str, alert_email: str | None = None) -> None:
         super().__init__(scope, id)
         self.stage = stage
+        # Encrypts only alert messages in transit through the topic: nothing to keep after a teardown.
         self.key = kms.Key(
-            self, "AlertsKey", description=f"{config.resource_name(stage, 'alerts')} topic", enable_key_rotation=True
+            self,
+            "AlertsKey",
+            description=f"{config.resource_name(stage, 'alerts')} topic",
+            enable_key_rotation=True,
+            removal_policy=RemovalPolicy.DESTROY,
+            pending_window=Duration.days(7),
         )
         # CloudWatch alarms publish to an encrypted topic only if they may use its key.
         self.key.add_to_resource_policy(

@@ -184,3 +184,8 @@ def test_a_failed_registration_goes_to_a_retry_queue_the_register_function_drain
     }
     # Retried for at most a day: the staged object (2-day expiry) is still there for the last try.
     assert queue["VisibilityTimeout"] * redrive["maxReceiveCount"] <= 24 * 3600
+
+
+def test_the_alerts_key_goes_with_the_stack(synth: Synthesized) -> None:
+    key = synth.resources[synth.logical_id(synth.stack.monitoring.key)]
+    assert key["DeletionPolicy"] == "Delete" and key["Properties"]["PendingWindowInDays"] == 7
