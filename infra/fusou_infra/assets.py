@@ -37,7 +37,9 @@ class Asset:
 _NOT_IN_LAMBDA = ("typer", "rich", "psycopg", "psycopg-pool")
 ASSETS: dict[AssetName, Asset] = {
     "parquet": Asset("parquet", _NOT_IN_LAMBDA, "reads or writes Parquet: API, register, the pipeline steps"),
-    "light": Asset("light", (*_NOT_IN_LAMBDA, "pyarrow"), "queue consumer, DLQ and scheduled functions"),
+    "light": Asset(
+        "light", (*_NOT_IN_LAMBDA, "pyarrow", "python-multipart"), "queue consumer, DLQ and scheduled functions"
+    ),
 }
 
 

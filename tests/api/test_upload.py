@@ -227,6 +227,25 @@ def test_multipart_without_boundary_is_400(api: Api) -> None:
     assert error_of(call(invoke_event("POST", UPLOAD, headers, b"garbage")))[:2] == (400, "bad_request")
 
 
+def test_multipart_cut_before_its_closing_boundary_is_400_and_stores_nothing(api: Api) -> None:
+    # Given a well-formed form whose body ends inside the file part (no closing boundary)
+    dataset, data = uuid4(), parquet_bytes(4)
+    form = (
+        b'--zz\r\nContent-Disposition: form-data; name="datasetId"\r\n\r\n' + str(dataset).encode() + b"\r\n"
+        b'--zz\r\nContent-Disposition: form-data; name="table"\r\n\r\nbattles\r\n'
+        b'--zz\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n\r\n' + data
+    )
+    headers = {**api.bearer(api.alice), "Content-Type": "multipart/form-data; boundary=zz"}
+    # When it is posted
+    response = call(invoke_event("POST", UPLOAD, headers, form))
+    # Then it is refused as unreadable, and nothing is stored
+    assert error_of(response)[:2] == (400, "bad_request")
+    assert list(api.deps.store.list_objects(keys.dataset_prefix(dataset))) == []
+    # (the same form, closed, is accepted)
+    closed = call(invoke_event("POST", UPLOAD, headers, form + b"\r\n--zz--\r\n"))
+    assert closed["statusCode"] == 201, closed
+
+
 def test_bad_base64_body_is_400(api: Api) -> None:
     event = sample_event("api_upload_raw.json", headers=api.bearer(api.alice))
     event["body"] = "@@@not base64@@@"
