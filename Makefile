@@ -29,10 +29,13 @@ $(UV):
 	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
 
 .venv/.synced: uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen --all-groups
+	$(UV) sync --frozen --all-groups --compile-bytecode
 	touch $@
 
+# Bytecode is written here, once, whatever PYTHONDONTWRITEBYTECODE says: without it every start
+# of the CLI compiles each module it imports again (~1 s). Only changed sources are recompiled.
 setup: .venv/.synced postgres
+	@$(PY) -m compileall -q -j 0 functions
 
 # PostgreSQL server binaries are needed by the tests and the local stack.
 postgres:

@@ -2,8 +2,9 @@
 
 For each asset (fusou_infra.assets.ASSETS) it exports the locked runtime dependencies (uv.lock,
 minus what the asset prunes), installs Lambda's wheels for them (arm64, Amazon Linux 2023, the
-runtime's Python) into build/<asset>/, copies the package beside them, prints the unzipped size
-and fails if an asset reaches Lambda's 250 MB limit.
+runtime's Python) into build/<asset>/, copies the package beside them, compiles every module to
+the runtime's bytecode (CPython 3.14 via Pyodide, so no 3.14 interpreter is needed here), prints
+the unzipped size and fails if an asset reaches Lambda's 250 MB limit.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from fusou_infra.assets import (
     FUNCTIONS_DIR,
     LAMBDA_PYTHON_PLATFORM,
     LAMBDA_PYTHON_VERSION,
+    MARKER,
     MAX_UNZIPPED_BYTES,
     PACKAGE,
     ROOT,
@@ -32,7 +34,9 @@ from fusou_infra.assets import (
     AssetName,
 )
 
-MARKER = ".fusou-asset.json"
+# CPython 3.14 built for WebAssembly: compiles the assets' bytecode (infra/compile_bytecode.mjs).
+PYODIDE_VERSION = "314.0.8"
+PYODIDE_DIR = ROOT / ".tools" / "pyodide"
 MB = 1000 * 1000
 
 # Files of installed packages that nothing in Lambda loads (glob patterns under the asset folder).
@@ -58,6 +62,45 @@ def find_uv() -> str:
     if not found:
         raise SystemExit("uv is missing: run `make setup` (it installs uv into .tools/)")
     return found
+
+
+def ensure_pyodide() -> Path:
+    """Pyodide from the npm registry into .tools/pyodide (pinned), once."""
+    installed = PYODIDE_DIR / "node_modules" / "pyodide" / "package.json"
+    if not installed.is_file() or json.loads(installed.read_text())["version"] != PYODIDE_VERSION:
+        npm = shutil.which("npm")
+        if npm is None:
+            raise SystemExit("npm is missing: the Lambda assets' bytecode is compiled with Pyodide (Node.js)")
+        PYODIDE_DIR.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                npm,
+                "install",
+                "--silent",
+                "--no-audit",
+                "--no-fund",
+                "--prefix",
+                str(PYODIDE_DIR),
+                f"pyodide@{PYODIDE_VERSION}",
+            ],
+            check=True,
+        )
+    return PYODIDE_DIR / "node_modules"
+
+
+def compile_bytecode(folder: Path) -> dict[str, object]:
+    """Every module under ``folder`` compiled to the Lambda runtime's bytecode, in place."""
+    node_modules = ensure_pyodide()
+    script = ROOT / "infra" / "compile_bytecode.mjs"
+    # Node resolves "pyodide" from the script's folder upwards, or from NODE_PATH for ES modules
+    # only through a symlink: run a copy of the script next to the node_modules that holds it.
+    runner = node_modules.parent / script.name
+    shutil.copyfile(script, runner)
+    proc = subprocess.run(["node", str(runner), str(folder.resolve())], check=True, capture_output=True, text=True)
+    report: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
+    if not str(report["version"]).startswith(LAMBDA_PYTHON_VERSION + "."):
+        raise SystemExit(f"bytecode compiler is Python {report['version']}, the runtime is {LAMBDA_PYTHON_VERSION}")
+    return report
 
 
 def export_requirements(uv: str, asset: Asset) -> str:
@@ -154,6 +197,7 @@ def build_asset(uv: str, asset: Asset, build_dir: Path) -> int:
     shutil.rmtree(staging / "bin", ignore_errors=True)  # console scripts: nothing runs them in Lambda
     trim(staging)
     copy_package(staging)
+    bytecode = compile_bytecode(staging)
     size = tree_size(staging)
     check_size(asset.name, size)
     (staging / MARKER).write_text(
@@ -163,6 +207,7 @@ def build_asset(uv: str, asset: Asset, build_dir: Path) -> int:
                 "python": LAMBDA_PYTHON_VERSION,
                 "platform": LAMBDA_PYTHON_PLATFORM,
                 "requirements_sha256": hashlib.sha256(requirements.encode()).hexdigest(),
+                "bytecode": bytecode,
                 "bytes": size,
             },
             indent=2,

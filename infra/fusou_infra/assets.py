@@ -19,6 +19,7 @@ LAMBDA_PYTHON_VERSION = "3.14"
 # Lambda's python3.12+ runtimes run on Amazon Linux 2023 (glibc 2.34), arm64.
 LAMBDA_PYTHON_PLATFORM = "aarch64-manylinux_2_34"
 MAX_UNZIPPED_BYTES = 250 * 1000 * 1000  # Lambda's hard limit (code + layers, unzipped)
+MARKER = ".fusou-asset.json"  # written last by `make build`: a folder without it is not built
 
 AssetName = Literal["parquet", "light"]
 
@@ -49,7 +50,7 @@ def built_asset_dir(build_dir: Path, name: AssetName) -> Path:
 
 def is_built(path: Path) -> bool:
     # build_assets.py writes the marker last, so a half-built folder never counts as built.
-    return (path / ".fusou-asset.json").is_file() and (path / PACKAGE / "__init__.py").is_file()
+    return (path / MARKER).is_file() and (path / PACKAGE / "__init__.py").is_file()
 
 
 class AssetsNotBuilt(RuntimeError):

@@ -13,7 +13,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from fusou_infra import config
-from fusou_infra.assets import AssetName, resolve_code_dir
+from fusou_infra.assets import MARKER, AssetName, resolve_code_dir
 from fusou_infra.nag import acknowledge, checkov_skip
 
 
@@ -35,9 +35,11 @@ class AssetSource:
                     "Lambda code is the package source without dependencies: run `make build` before deploying.",
                 )
                 self._warned = True
-            self._code[name] = lambda_.Code.from_asset(
-                str(path), exclude=["**/__pycache__", "**/*.pyc", ".fusou-asset.json"]
-            )
+            # A built asset ships the bytecode `make build` compiled for the runtime (Lambda's code
+            # folder is read-only: without it every cold start compiles every module it imports);
+            # the package source must not ship the developer's own interpreter's caches.
+            exclude = [MARKER] if built else ["**/__pycache__", "**/*.pyc", MARKER]
+            self._code[name] = lambda_.Code.from_asset(str(path), exclude=exclude)
         return self._code[name]
 
 

@@ -522,3 +522,21 @@ def test_dictionary_choice_equals_a_full_count_of_the_sample(
     valid = len(sample) - sample.null_count
     expected = valid == 0 or pc.count_distinct(sample).as_py() <= max(16, 0.1 * valid)
     assert ("v" in chosen) == expected
+
+
+def test_written_pages_carry_checksums_that_catch_a_flipped_byte(tmp_path: Path) -> None:
+    # Given a stitched output of several row groups
+    paths = generate_fragments(tmp_path / "in", tables=["battle"], fragments=6, rows_per_fragment=2000)
+    run_bin(input_files(paths), tmp_path / "out", tuning=MergeTuning(row_group_bytes=64 * 1024))
+    (out,) = output_paths(tmp_path / "out")
+    data = bytearray(out.read_bytes())
+    md = pq.read_metadata(out)
+    assert md.num_row_groups > 1
+    assert pq.ParquetFile(pa.BufferReader(bytes(data)), page_checksum_verification=True).read().num_rows == md.num_rows
+    # When one byte of the last row group's first column is flipped
+    column = md.row_group(md.num_row_groups - 1).column(0)
+    first_page = column.dictionary_page_offset or column.data_page_offset
+    data[first_page + column.total_compressed_size - 2] ^= 0xFF
+    # Then a verifying reader refuses the file instead of returning other values
+    with pytest.raises(OSError, match="CRC checksum verification failed"):
+        pq.ParquetFile(pa.BufferReader(bytes(data)), page_checksum_verification=True).read()

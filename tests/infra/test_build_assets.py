@@ -118,3 +118,49 @@ def test_every_handler_imports_without_what_its_asset_leaves_out(asset: str) -> 
     # When the asset's handlers are imported, Then none of them needs a pruned package at import
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr
+
+
+def test_assets_get_bytecode_compiled_by_the_runtimes_python(build_assets: ModuleType, tmp_path: Path) -> None:
+    # Given a copy of the package as an asset holds it (no caches of this machine's interpreter)
+    asset = tmp_path / "asset"
+    shutil.copytree(
+        FUNCTIONS_DIR / "fusou_compaction",
+        asset / "fusou_compaction",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
+    sources = sorted(asset.rglob("*.py"))
+    # When make build compiles it
+    report = build_assets.compile_bytecode(asset)
+    # Then every module has bytecode of the Lambda runtime's Python, usable without its source's mtime
+    assert str(report["version"]).startswith(build_assets.LAMBDA_PYTHON_VERSION + ".")
+    assert report["tag"] == "cpython-" + build_assets.LAMBDA_PYTHON_VERSION.replace(".", "")
+    assert report["sources"] == report["compiled"] == len(sources)
+    for source in sources:
+        pyc = source.parent / "__pycache__" / f"{source.stem}.{report['tag']}.pyc"
+        header = pyc.read_bytes()[:8]
+        assert header[:4].hex() == report["magic"]
+        assert int.from_bytes(header[4:8], "little") == 0b01  # hash-based, unchecked: no mtime compare
+
+
+def test_a_built_asset_ships_its_bytecode_and_the_source_never_does(tmp_path: Path) -> None:
+    from fusou_infra.app import build_app
+
+    # Given built assets (marker, package, bytecode of the runtime's Python)
+    build = tmp_path / "build"
+    for name in ASSETS:
+        package = build / name / "fusou_compaction"
+        (package / "__pycache__").mkdir(parents=True)
+        (package / "__init__.py").write_text(f"# {name}\n")  # distinct content: one staged asset each
+        (package / "__pycache__" / "__init__.cpython-314.pyc").write_bytes(b"pyc")
+        (build / name / ".fusou-asset.json").write_text("{}")
+    # When the app is synthesized from them
+    out = tmp_path / "cdk.out"
+    app, _, _ = build_app({"stage": "t", "assetsDir": str(build), "nag": "false"}, outdir=str(out))
+    app.synth()
+    # Then each staged asset holds the bytecode and not the build's marker
+    staged = [d for d in out.iterdir() if d.is_dir() and d.name.startswith("asset.")]
+    ours = [d for d in staged if (d / "fusou_compaction").is_dir()]
+    assert len(ours) == len(ASSETS)
+    for d in ours:
+        assert (d / "fusou_compaction" / "__pycache__" / "__init__.cpython-314.pyc").is_file()
+        assert not (d / ".fusou-asset.json").exists()

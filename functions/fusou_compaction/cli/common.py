@@ -5,18 +5,18 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import boto3
 import typer
 from rich.console import Console
 
-from fusou_compaction.adapters.s3 import S3ObjectStore
-from fusou_compaction.adapters.sqs import SqsQueue
-from fusou_compaction.catalog.client import Catalog
-from fusou_compaction.catalog.transport import PostgresRpc
-from fusou_compaction.local.stack import Endpoints
-from fusou_compaction.settings import ConfigurationError
+from fusou_compaction.local.endpoints import Endpoints
+
+# Adapters, boto3 and the catalog load when a command connects, not when the CLI starts.
+if TYPE_CHECKING:
+    from fusou_compaction.adapters.s3 import S3ObjectStore
+    from fusou_compaction.adapters.sqs import SqsQueue
+    from fusou_compaction.catalog.client import Catalog
 
 # Rich assumes 80 columns when output is not a terminal (CI logs, files): give tables room.
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
@@ -52,6 +52,8 @@ def load_endpoints(path: Path) -> Endpoints:
 
 
 def _aws_client(ep: Endpoints, service: str) -> Any:
+    import boto3
+
     if ep.aws_endpoint_url is not None:  # the local stack: moto takes any credentials, botocore needs some
         return boto3.client(  # type: ignore[call-overload]
             service,
@@ -65,6 +67,9 @@ def _aws_client(ep: Endpoints, service: str) -> Any:
 
 
 def _catalog(ep: Endpoints) -> Catalog:
+    from fusou_compaction.catalog.client import Catalog
+    from fusou_compaction.catalog.transport import PostgresRpc
+
     if ep.database_url:
         return Catalog(PostgresRpc(ep.database_url, max_size=4))
     if ep.catalog_secret_arn:
@@ -85,6 +90,10 @@ def _catalog(ep: Endpoints) -> Catalog:
 
 
 def connect(path: Path) -> StackClients:
+    from fusou_compaction.adapters.s3 import S3ObjectStore
+    from fusou_compaction.adapters.sqs import SqsQueue
+    from fusou_compaction.settings import ConfigurationError
+
     ep = load_endpoints(path)
     sqs = _aws_client(ep, "sqs")
     try:

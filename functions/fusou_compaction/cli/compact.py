@@ -22,17 +22,6 @@ from rich.progress import (
 )
 
 from fusou_compaction.cli.app import app
-from fusou_compaction.engine import (
-    DEFAULT_TARGET_FILE_SIZE,
-    DEFAULT_TUNING,
-    BinJob,
-    EngineError,
-    InputFile,
-    LocalDirSink,
-    compact_bins,
-    plan_table,
-    use_system_allocator,
-)
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}
@@ -98,6 +87,20 @@ def compact_files(
 
     Prints a JSON summary as the last line of stdout.
     """
+    # The engine (and pyarrow) load here, not when the CLI starts: `--help` and the other
+    # commands never pay for them.
+    from fusou_compaction.engine import (
+        DEFAULT_TARGET_FILE_SIZE,
+        DEFAULT_TUNING,
+        BinJob,
+        EngineError,
+        InputFile,
+        LocalDirSink,
+        compact_bins,
+        plan_table,
+        use_system_allocator,
+    )
+
     err = Console(stderr=True, soft_wrap=True, highlight=False)
     target = parse_size(target_file_size) if target_file_size else DEFAULT_TARGET_FILE_SIZE
     try:

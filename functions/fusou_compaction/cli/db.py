@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from fusou_compaction.catalog.migrate import MigrationError, migrate
 from fusou_compaction.cli.app import app
 
 db_app = typer.Typer(help="Catalog database operations.", no_args_is_help=True)
@@ -24,6 +23,8 @@ def migrate_command(
     migrations_dir: Annotated[Path | None, typer.Option(help="Defaults to infra/supabase/migrations")] = None,
 ) -> None:
     """Apply pending migrations (idempotent; safe to run concurrently)."""
+    from fusou_compaction.catalog.migrate import MigrationError, migrate  # psycopg: only here
+
     try:
         applied = migrate(database_url, migrations_dir)
     except MigrationError as exc:

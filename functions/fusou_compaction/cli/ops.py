@@ -14,8 +14,7 @@ from rich.table import Table
 from fusou_compaction.catalog.errors import CatalogError, CatalogNotFound, DatasetForbidden
 from fusou_compaction.cli.app import app
 from fusou_compaction.cli.common import DEFAULT_ENDPOINTS, EndpointsOption, connect, err, load_endpoints, out
-from fusou_compaction.local.stack import Endpoints
-from fusou_compaction.logic.uploads import InvalidParquet, NotParquet, store_fragment
+from fusou_compaction.local.endpoints import Endpoints
 
 
 def _parquet_files(paths: list[Path]) -> list[Path]:
@@ -40,6 +39,8 @@ def upload(
     endpoints: EndpointsOption = DEFAULT_ENDPOINTS,
 ) -> None:
     """Register fragments through the same logic as the API; one JSON line per file."""
+    from fusou_compaction.logic.uploads import InvalidParquet, NotParquet, store_fragment
+
     stack = connect(endpoints)
     try:
         if user is None:

@@ -77,6 +77,8 @@ class MergeTuning:
     # delta-packed instead of dictionary-encoded: ~6-9% less CPU for the whole run, +4% output
     # (still smaller than every peer); bench/RESULTS.md step 18.
     delta_list_integers: bool = True
+    # A CRC32 in every page header (see _encode_part); measured in bench/RESULTS.md.
+    page_checksums: bool = True
 
 
 DEFAULT_TUNING = MergeTuning()
@@ -542,7 +544,9 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _encode_part(table: pa.Table, schema: pa.Schema, options: dict[str, Any], level: int) -> ParquetPart:
+def _encode_part(
+    table: pa.Table, schema: pa.Schema, options: dict[str, Any], level: int, checksums: bool = True
+) -> ParquetPart:
     """One row group as a standalone Parquet file in memory (runs on an encoder thread)."""
     out = pa.BufferOutputStream()
     with pq.ParquetWriter(
@@ -551,6 +555,10 @@ def _encode_part(table: pa.Table, schema: pa.Schema, options: dict[str, Any], le
         compression="zstd",
         compression_level=level,
         write_page_index=False,  # page offsets inside the data could not be moved by the stitcher
+        # A CRC32 in every page header, so readers that verify (pyarrow's
+        # page_checksum_verification, Spark, DuckDB) detect a flipped byte; the stitcher moves
+        # pages whole, so it keeps them valid. Cost: bench/RESULTS.md.
+        write_page_checksum=checksums,
         **options,
     ) as writer:
         writer.write_table(table, row_group_size=max(1, table.num_rows))
@@ -837,7 +845,12 @@ class _GroupWriter:
         if self._options is None:
             self._options = writer_options(table, self._tuning)
         part = self._encode_pool.submit(
-            _encode_part, table, self._schema, self._options, self._tuning.compression_level
+            _encode_part,
+            table,
+            self._schema,
+            self._options,
+            self._tuning.compression_level,
+            self._tuning.page_checksums,
         )
         self._pending.append((part, self._chunk_ids))
         self._chunks, self._chunk_ids, self._chunk_rows, self._chunk_bytes = [], [], 0, 0

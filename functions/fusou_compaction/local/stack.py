@@ -32,6 +32,7 @@ from fusou_compaction.handlers import scheduled as scheduled_handler
 from fusou_compaction.handlers import steps as step_handlers
 from fusou_compaction.handlers.deps import Dependencies, use_dependencies
 from fusou_compaction.local.aws import LocalAws
+from fusou_compaction.local.endpoints import Endpoints
 from fusou_compaction.local.postgres import PostgresServer
 from fusou_compaction.local.runner import LocalContext, LocalRunner, LocalStepFunctions
 from fusou_compaction.observability import logger
@@ -70,51 +71,6 @@ class StackOptions:
     scheduled_claim_limit: int = 10
     run_daily_schedule: bool = True
     serve_api: bool = True
-
-
-@dataclass
-class Endpoints:
-    """Where a stack's parts are: written by `fusou-compaction dev` for the local stack, or by
-    `fusou-compaction endpoints --stack NAME` for a deployed one (from its CloudFormation outputs).
-
-    Deployed, ``aws_endpoint_url`` is None (AWS itself, with the caller's own credentials), the
-    catalog is reached through ``catalog_secret_arn`` (supabase-py, as the functions do) or a
-    ``database_url`` (Supabase's pooler), and the local-only secrets are absent.
-    """
-
-    api_url: str
-    region: str
-    bucket: str
-    queue_url: str
-    dlq_url: str
-    aws_endpoint_url: str | None = None
-    database_url: str | None = None
-    catalog_secret_arn: str | None = None
-    admin_token: str | None = None
-    jwt_secret: str | None = None
-
-    @property
-    def local(self) -> bool:
-        return self.aws_endpoint_url is not None
-
-    def to_json_dict(self) -> dict[str, str]:
-        # Absent rather than null: what a stack does not have is not written.
-        return {k: v for k, v in self.__dict__.items() if v is not None}
-
-    @classmethod
-    def load(cls, path: Path) -> Endpoints:
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(
-                f"{path} not found: start the local stack with `fusou-compaction dev`, or write one for a "
-                "deployed stack with `fusou-compaction endpoints --stack <name>`"
-            ) from exc
-        required = ("api_url", "region", "bucket", "queue_url", "dlq_url")
-        missing = [k for k in required if k not in data]
-        if missing:
-            raise KeyError(f"missing {', '.join(missing)}")
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
 class QueuePoller(threading.Thread):
