@@ -31,7 +31,7 @@ import pyarrow.fs as pafs
 from fusou_compaction.engine.encodings import dictionary_columns, writer_options
 from fusou_compaction.engine.errors import EngineError
 from fusou_compaction.engine.planner import DEFAULT_TARGET_FILE_SIZE, InputFile, PlannedBin
-from fusou_compaction.engine.read import Footer, KnownSchema, Reader, SchemaInterner, SchemaMiss, read_footer
+from fusou_compaction.engine.read import Footer, KnownSchema, Reader, SchemaInterner, SchemaMiss, read_footers
 from fusou_compaction.engine.schema import has_duplicate_names, normalize_schema, schema_fingerprint, unify_schemas
 from fusou_compaction.engine.tuning import DEFAULT_TUNING, MergeTuning, available_cpus, use_system_allocator
 from fusou_compaction.engine.write import GroupWriter, OutputFile, OutputWriter
@@ -150,11 +150,9 @@ class _BinRun:
             schemas = SchemaInterner()
             # Footers first (the encoders are idle until then): the larger pool reads them.
             footer_pool = pool if io_threads >= encode_threads else encode_pool
-            footers = list(
-                footer_pool.map(
-                    lambda n: read_footer(self.source_fs, inputs[n], n < tuning.cached_footers, schemas),
-                    range(len(inputs)),
-                )
+            threads = io_threads if footer_pool is pool else encode_threads
+            footers = read_footers(
+                self.source_fs, inputs, footer_pool, threads=threads, cached=tuning.cached_footers, schemas=schemas
             )
             nonempty = [f for f in footers if f.num_rows > 0]
             empty = [f.input.id for f in footers if f.num_rows == 0]

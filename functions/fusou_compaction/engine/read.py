@@ -7,15 +7,18 @@ big for the budget is decoded in slices on the calling thread.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from pyarrow._parquet import ParquetReader as _ArrowParquetReader
 
 from fusou_compaction.engine.errors import CorruptInputError, EngineError, SchemaCastError
 from fusou_compaction.engine.planner import InputFile
@@ -43,9 +46,23 @@ class Footer:
 
 @dataclass(slots=True)
 class Piece:
-    input_id: str
+    """Decoded, conformed rows of one input, or of several whole consecutive inputs (a batch)."""
+
+    spans: tuple[tuple[str, int], ...]  # (input id, rows), in order: the table's rows, input by input
     table: pa.Table
     nbytes: int  # decoded Arrow bytes, measured on the decode thread
+
+    @staticmethod
+    def of(input_id: str, table: pa.Table, nbytes: int) -> Piece:
+        return Piece(((input_id, table.num_rows),), table, nbytes)
+
+    def ids_in(self, offset: int, rows: int) -> Iterator[str]:
+        """The inputs with rows in ``[offset, offset + rows)`` of the table, in order."""
+        start = 0
+        for input_id, n in self.spans:
+            if n and start < offset + rows and offset < start + n:
+                yield input_id
+            start += n
 
 
 def sized(table: pa.Table) -> tuple[pa.Table, int]:
@@ -74,11 +91,20 @@ class SchemaInterner:
             return self._by_key.setdefault(key, schema)
 
 
+def open_parquet(source: pa.NativeFile, metadata: pq.FileMetaData | None = None) -> Any:
+    """pyarrow's own Parquet reader, as pq.ParquetFile opens it, without ParquetFile's per-file
+    Python work (a map of nested column paths we never use): ~0.04 ms of ~0.3 ms per tiny
+    fragment, paid twice per input (bench/RESULTS.md)."""
+    reader = _ArrowParquetReader()
+    reader.open(source, metadata=metadata, pre_buffer=False)
+    return reader
+
+
 def _parse_footer(fs: pafs.FileSystem, inp: InputFile) -> tuple[pq.FileMetaData, pa.Schema]:
     try:
         with fs.open_input_file(inp.path) as f:
-            pf = pq.ParquetFile(f)
-            return pf.metadata, pf.schema_arrow
+            reader = open_parquet(f)
+            return reader.metadata, reader.schema_arrow
     except (OSError, pa.ArrowException, ValueError) as exc:
         raise _corrupt(inp, exc) from exc
 
@@ -113,6 +139,27 @@ def read_footer(fs: pafs.FileSystem, inp: InputFile, keep: bool, schemas: Schema
     row_groups = _row_groups(md)
     keep = keep or len(row_groups) > 1
     return Footer(inp, rows, row_groups, schemas.intern(schema), md if keep else None)
+
+
+def read_footers(
+    fs: pafs.FileSystem,
+    inputs: Sequence[InputFile],
+    pool: ThreadPoolExecutor,
+    *,
+    threads: int,
+    cached: int,
+    schemas: SchemaInterner,
+) -> list[Footer]:
+    """Every input's footer, in input order, read in chunks: one task per input cost ~0.1 ms of
+    thread hand-over each, as much as parsing a tiny fragment's footer. Chunks stay small enough
+    that every thread has several (on an object store each read waits for a GET)."""
+    size = max(1, min(64, -(-len(inputs) // (threads * 4))))
+
+    def chunk(start: int) -> list[Footer]:
+        end = min(len(inputs), start + size)
+        return [read_footer(fs, inputs[n], n < cached, schemas) for n in range(start, end)]
+
+    return [f for part in pool.map(chunk, range(0, len(inputs), size)) for f in part]
 
 
 class SchemaMiss(EngineError):
@@ -155,6 +202,25 @@ def _decoded_estimate(footer: Footer, row_groups: Sequence[int]) -> int:
     return sum(sizes[i][1] for i in row_groups) or 1
 
 
+@dataclass(slots=True)
+class _Batch:
+    footers: list[Footer] = field(default_factory=list)
+    charged: int = 0  # read-ahead bytes charged for it
+    est: int = 0  # estimated Parquet bytes
+    by_file: bool = False  # estimated from file sizes (known schema, footers not read yet)
+
+    def takes(self, charged: int, by_file: bool, max_inputs: int, max_bytes: int) -> bool:
+        if not self.footers:
+            return True
+        return by_file == self.by_file and len(self.footers) < max_inputs and self.charged + charged <= max_bytes
+
+    def add(self, footer: Footer, charged: int, est: int, by_file: bool) -> None:
+        self.footers.append(footer)
+        self.charged += charged
+        self.est += est
+        self.by_file = by_file
+
+
 class Reader:
     """Yields an ordered stream of pieces for one schema group, decoding ahead in a pool."""
 
@@ -187,27 +253,63 @@ class Reader:
         footer.num_rows = self._check(footer.input, md, schema)
         footer.row_groups, footer.metadata = _row_groups(md), md
 
-    def _whole(self, footer: Footer, schema: pa.Schema) -> pa.Table:
+    def _whole_raw(self, footer: Footer) -> pa.Table:
+        """A whole input decoded as written (not yet conformed), its rows checked."""
         inp = footer.input
         try:
             with self._fs.open_input_file(inp.path) as f:
                 buf = f.read_buffer()
-            # The footer we already parsed is reused: ParquetFile over a buffer is ~30% cheaper per
-            # small file than pq.read_table (no dataset machinery, no second footer parse).
-            pf = pq.ParquetFile(pa.BufferReader(buf), metadata=footer.metadata)
-            table = pf.read(use_threads=False)
+            # The footer we already parsed is reused when kept; over a buffer, pyarrow's reader is
+            # ~30% cheaper per small file than pq.read_table (no dataset machinery).
+            reader = open_parquet(pa.BufferReader(buf), footer.metadata)
+            table: pa.Table = reader.read_all(use_threads=False)
             # Known schema: this footer was not read before. The decoded table's schema is the
-            # footer's Arrow schema: checking it spares a second conversion (pf.schema_arrow),
+            # footer's Arrow schema: checking it spares a second conversion (schema_arrow),
             # ~0.05 ms per fragment. A misfit is decoded for nothing, but then the whole bin
             # starts over anyway.
             known = footer.row_groups is None
-            expected = self._check(inp, pf.metadata, table.schema) if known else footer.num_rows
+            expected = self._check(inp, reader.metadata, table.schema) if known else footer.num_rows
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise _corrupt(inp, exc) from exc
         _check_decoded(inp, expected, table.num_rows, "the file")
+        return table
+
+    def _whole(self, footer: Footer, schema: pa.Schema) -> pa.Table:
+        table = self._whole_raw(footer)
         if table.num_rows == 0:
             return table  # nothing to cast (only a known schema lets empty inputs get here)
-        return self._conform(inp, table, schema)
+        return self._conform(footer.input, table, schema)
+
+    def _batch(self, footers: Sequence[Footer], schema: pa.Schema) -> Piece:
+        """Several small whole inputs as one piece: one task, one cast per distinct input schema
+        and one contiguous table, instead of one of each per input. On 20,000 fragments of ~100
+        rows, a task and a cast per input cost more than decoding them (bench/RESULTS.md)."""
+        decoded = [(f.input, self._whole_raw(f)) for f in footers]
+        decoded = [(inp, t) for inp, t in decoded if t.num_rows]
+        by_schema: dict[str, list[int]] = {}
+        for k, (_, t) in enumerate(decoded):
+            key = t.schema.to_string(show_field_metadata=False, show_schema_metadata=False)
+            by_schema.setdefault(key, []).append(k)
+        parts: list[pa.Table | None] = [None] * len(decoded)
+        for members in by_schema.values():
+            group = pa.concat_tables([decoded[k][1] for k in members]) if len(members) > 1 else decoded[members[0]][1]
+            try:
+                cast = conform_table(group, schema)
+            except (pa.ArrowException, ValueError):
+                for k in members:  # name the input that does not cast
+                    self._conform(decoded[k][0], decoded[k][1], schema)
+                raise
+            offset = 0
+            for k in members:
+                rows = decoded[k][1].num_rows
+                parts[k] = cast.slice(offset, rows)
+                offset += rows
+        spans = tuple((inp.id, t.num_rows) for inp, t in decoded)
+        tables = [t for t in parts if t is not None]
+        if not tables:
+            return Piece(spans, schema.empty_table(), 0)
+        table = pa.concat_tables(tables).combine_chunks() if len(tables) > 1 else tables[0]
+        return Piece(spans, *sized(table))
 
     def _row_group(self, footer: Footer, index: int, schema: pa.Schema) -> pa.Table:
         inp = footer.input
@@ -220,11 +322,11 @@ class Reader:
         _check_decoded(inp, (footer.row_groups or ())[index][0], table.num_rows, f"row group {index}")
         return self._conform(inp, table, schema)
 
-    def _decode(self, footer: Footer, row_group: int, schema: pa.Schema) -> tuple[pa.Table, int]:
+    def _decode(self, footer: Footer, row_group: int, schema: pa.Schema) -> Piece:
         """A whole input (``row_group`` -1) or one of its row groups, conformed and measured."""
         if row_group < 0:
-            return sized(self._whole(footer, schema))
-        return sized(self._row_group(footer, row_group, schema))
+            return Piece.of(footer.input.id, *sized(self._whole(footer, schema)))
+        return Piece.of(footer.input.id, *sized(self._row_group(footer, row_group, schema)))
 
     def _huge_row_group(self, footer: Footer, index: int, schema: pa.Schema) -> Iterator[pa.Table]:
         # A row group bigger than our budget is decoded in slices, page by page, on this thread.
@@ -260,9 +362,10 @@ class Reader:
         by_id = {f.input.id: f.input for f in footers}
         previous: str | None = None
         for piece in self._pieces(footers, schema):
-            if previous is not None and piece.input_id != previous:
-                self._on_input_read(by_id[previous])
-            previous = piece.input_id
+            for input_id, _ in piece.spans:
+                if previous is not None and input_id != previous:
+                    self._on_input_read(by_id[previous])
+                previous = input_id
             yield piece
         if previous is not None:
             self._on_input_read(by_id[previous])
@@ -286,21 +389,38 @@ class Reader:
     def _pieces(self, footers: Sequence[Footer], schema: pa.Schema) -> Iterator[Piece]:
         tuning = self._tuning
         budget = tuning.read_ahead_bytes
+        batch_limit = tuning.batch_inputs or (64 if isinstance(self._fs, pafs.LocalFileSystem) else 4)
         # Parquet's uncompressed size understates Arrow's decoded size (dictionary strings, list
         # offsets, validity): 1.5-4x on this lake. Learn the ratio from what was decoded so far.
         # Inputs whose footer is not read yet (known schema) are judged by their file size, with
         # a ratio of its own (compressed bytes: higher).
         ratios = {False: 2.0, True: 4.0}
-        pending: deque[tuple[str, Future[tuple[pa.Table, int]], int, int, bool]] = deque()
+        pending: deque[tuple[Future[Piece], int, int, bool]] = deque()
         in_flight = 0
+        batch = _Batch()  # small whole inputs gathered into one task (see _batch)
 
         def pop() -> Piece:
             nonlocal in_flight
-            input_id, fut, charged, est, by_file = pending.popleft()
+            fut, charged, est, by_file = pending.popleft()
             in_flight -= charged
-            table, nbytes = fut.result()
-            ratios[by_file] = 0.8 * ratios[by_file] + 0.2 * (nbytes / est)
-            return Piece(input_id, table, nbytes)
+            piece = fut.result()
+            ratios[by_file] = 0.8 * ratios[by_file] + 0.2 * (piece.nbytes / est)
+            return piece
+
+        def submit(task: Callable[[], Piece], charged: int, est: int, by_file: bool) -> Iterator[Piece]:
+            nonlocal in_flight
+            # Wait for the oldest pieces until this one fits the read-ahead budget.
+            while pending and in_flight + charged > budget:
+                yield pop()
+            pending.append((self._pool.submit(task), charged, est, by_file))
+            in_flight += charged
+
+        def flush() -> Iterator[Piece]:
+            nonlocal batch
+            if batch.footers:
+                task = functools.partial(self._batch, batch.footers, schema)
+                yield from submit(task, batch.charged, batch.est, batch.by_file)
+                batch = _Batch()
 
         try:
             for footer in footers:
@@ -309,20 +429,22 @@ class Reader:
                 ratio = ratios[by_file]
                 for est, rg in units:
                     charged = int(est * ratio)
-                    # Wait for the oldest pieces until this one fits the read-ahead budget.
-                    while pending and in_flight + charged > budget:
-                        yield pop()
+                    if rg < 0 and charged <= tuning.batch_bytes:
+                        if not batch.takes(charged, by_file, batch_limit, tuning.batch_bytes):
+                            yield from flush()
+                        batch.add(footer, charged, est, by_file)
+                        continue
+                    yield from flush()
                     if rg >= 0 and charged > tuning.row_group_bytes:
                         while pending:  # keep order: drain before decoding inline
                             yield pop()
                         for table in self._huge_row_group(footer, rg, schema):
-                            yield Piece(inp.id, *sized(table))
+                            yield Piece.of(inp.id, *sized(table))
                         continue
-                    fut = self._pool.submit(self._decode, footer, rg, schema)
-                    pending.append((inp.id, fut, charged, est, by_file))
-                    in_flight += charged
+                    yield from submit(functools.partial(self._decode, footer, rg, schema), charged, est, by_file)
+            yield from flush()
             while pending:
                 yield pop()
         finally:
             for entry in pending:
-                entry[1].cancel()
+                entry[0].cancel()

@@ -19,6 +19,11 @@ class MergeTuning:
     max_row_group_rows: int = 1_048_576
     read_ahead_bytes: int = 12 * MiB  # decoded bytes in flight ahead of the writer
     whole_file_max_bytes: int = 32 * MiB  # inputs up to this size are fetched in one read
+    # Small inputs decoded together as one task (one cast per schema, one table): up to this many
+    # estimated decoded bytes, and up to batch_inputs inputs (None: 64 on a local disk; 4 on an
+    # object store, where each GET waits and tasks side by side are what hide it).
+    batch_bytes: int = 1 * MiB
+    batch_inputs: int | None = None
     # Concurrent fetch+decode per bin. None: one per CPU (at least 2) on a local disk, 16 on an
     # object store, where each small GET waits ~30 ms and only concurrency hides it (memory stays
     # bounded by read-ahead).

@@ -149,8 +149,9 @@ class GroupWriter:
             )
             take = min(room, table.num_rows - offset)
             self._chunks.append(table if (offset == 0 and take == table.num_rows) else table.slice(offset, take))
-            if not self._chunk_ids or self._chunk_ids[-1] != piece.input_id:
-                self._chunk_ids.append(piece.input_id)
+            for input_id in piece.ids_in(offset, take):
+                if not self._chunk_ids or self._chunk_ids[-1] != input_id:
+                    self._chunk_ids.append(input_id)
             self._chunk_rows += take
             self._chunk_bytes += take * per_row
             offset += take
