@@ -22,7 +22,7 @@ help:
 	@echo "make demo   - run the whole system on an embedded local stack (no AWS, no Docker)"
 	@echo "make test   - the whole test suite against real PostgreSQL and moto's server"
 	@echo "make lint   - ruff + mypy + checkov on the synthesized template"
-	@echo "make bench  - engine and pipeline benchmarks side by side with DuckDB, polars, pyarrow"
+	@echo "make bench  - engine (3 shapes: tiny, medium, wide; cold processes) vs DuckDB and polars, then the pipeline"
 
 $(UV):
 	python3 -m venv $(TOOLS)

@@ -1,4 +1,4 @@
-"""`bench/run.py --quick` runs every method end to end (the numbers themselves are not asserted)."""
+"""`bench/run.py --quick` runs every shape and method end to end (the numbers themselves are not asserted)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_bench_quick_runs_every_method_and_ours_keeps_every_row() -> None:
-    # Given the small cached data set, When the bench runs in quick mode
+def test_bench_quick_runs_every_shape_and_method_and_ours_keeps_every_row() -> None:
+    # Given the small cached data sets, When the bench runs in quick mode
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--quick"],
         capture_output=True,
@@ -22,20 +22,27 @@ def test_bench_quick_runs_every_method_and_ours_keeps_every_row() -> None:
         cwd=ROOT,
     )
 
-    # Then it exits 0 (ours kept every row), and prints a line per method, the ratio and the 4x run
+    # Then it exits 0 (ours kept every row), and for each shape prints a line per method (wall,
+    # ms per fragment), the paired ratios, the 4x runs and the targets
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    lines = proc.stdout.splitlines()
-    for method in ("ours", "ours-schema", "duckdb", "polars", "pyarrow", "decode-only", "encode-only"):
-        assert any(line.split()[:1] == [method] for line in lines), f"{method} missing:\n{proc.stdout}"
-    for ours in ("ours", "ours-schema"):
-        line = next(line for line in lines if line.startswith(f"{ours} "))
-        assert " yes " in line
-        for peer in ("duckdb", "polars", "pyarrow"):
-            assert f"paired {ours}/{peer} over 1 round(s): wall " in proc.stdout
-        assert f"{ours} on 4x the data:" in proc.stdout
-    assert "best peer:" in proc.stdout
-    assert "targets (fastest peer: " in proc.stdout
-    assert "4x peak RSS within +10% of 1x, ours-schema: " in proc.stdout
+    sections = proc.stdout.split("\n== ")
+    for shape in ("tiny", "medium", "wide"):
+        text = next(s for s in sections if s.startswith(f"{shape}: "))
+        lines = text.splitlines()
+        assert any("ms/frag" in line for line in lines)
+        for method in ("ours", "ours-schema", "duckdb", "polars", "pyarrow", "decode-only"):
+            assert any(line.split()[:1] == [method] for line in lines), f"{method} missing:\n{text}"
+        for ours in ("ours", "ours-schema"):
+            line = next(line for line in lines if line.startswith(f"{ours} "))
+            assert " yes " in line
+            for peer in ("duckdb", "polars", "pyarrow"):
+                assert f"paired {ours}/{peer} over 1 round(s): wall " in text
+            assert f"{ours} on 4x the data (every fragment linked 4 times):" in text
+            assert f"peak RSS <= 300 MB (1x and 4x), {ours}: " in text
+        assert "best peer:" in text
+        assert "targets (fastest peer: " in text
+        assert "rows out = rows in (" in text
+    assert "== summary" in proc.stdout
 
 
 def _load_bench() -> Any:
@@ -46,7 +53,7 @@ def _load_bench() -> Any:
     return module
 
 
-def _run(method: str, seconds: float, rss: float = 170.0, out: int = 232_000_000) -> dict[str, Any]:
+def _run(method: str, seconds: float, rss: float = 170.0, out: int = 232_000_000, rows: int = 100) -> dict[str, Any]:
     return {
         "method": method,
         "seconds": seconds,
@@ -54,7 +61,7 @@ def _run(method: str, seconds: float, rss: float = 170.0, out: int = 232_000_000
         "peak_rss_mb": rss,
         "bytes_out": out,
         "files_out": 4,
-        "rows_out": 100,
+        "rows_out": rows,
     }
 
 
@@ -66,24 +73,27 @@ def test_targets_are_judged_on_both_the_ratio_of_medians_and_the_paired_median()
         "ours-schema": [_run("ours-schema", 6.8), _run("ours-schema", 8.6), _run("ours-schema", 7.6)],
         "ours": [_run("ours", 7.6), _run("ours", 8.0, rss=290.0), _run("ours", 8.4)],
         "polars": [_run("polars", 7.0), _run("polars", 9.0), _run("polars", 8.0, out=261_000_000)],
-        "duckdb": [_run("duckdb", 9.0, rss=280.0)] * 3,
+        "duckdb": [_run("duckdb", 9.0, rss=280.0, rows=99)] * 3,
     }
     results = [bench.summarize(rs) for rs in runs.values()]
-    # and a 4x run whose peak grew 12%
-    scale = {"ours": {"one": {"peak_rss_mb": 100.0}, "four": {"peak_rss_mb": 112.0}}}
+    # and a 4x run whose peak grew 12% and went over the limit
+    scale = {"ours": {"one": {"peak_rss_mb": 290.0}, "four": {"peak_rss_mb": 324.8, "rows_out": 400}}}
 
     # When the targets are judged
-    lines = bench.target_lines(results, runs, scale)
+    lines = bench.target_lines(results, runs, scale, rows_in=100)
 
     # Then ours-schema meets the time target (7.6 / 8.0 by medians; pairs 0.971, 0.956, 0.95),
-    # ours does not (8.0 / 8.0 by medians, but pairs 1.086, 0.889, 1.05), and +12% at 4x is over
+    # ours does not (8.0 / 8.0 by medians, but pairs 1.086, 0.889, 1.05), ours is over 300 MB at
+    # 4x, +12% at 4x is over, and DuckDB's lost row is named
     text = "\n".join(lines)
     assert lines[0].startswith("targets (fastest peer: polars;")
-    assert "ours-schema (schema handed over, like the peers): 0.95x by medians, 0.956x paired: met" in text
-    assert "ours (schema read from the footers): 1.00x by medians, 1.050x paired: NOT met" in text
-    assert "peak RSS <= 300 MB (1x and 4x): 290 MB: met" in text
-    assert "232.0 MB vs the smallest peer's 232.0 MB (+0.0%): met" in text
+    assert "ours-schema (schema handed over, reported): 0.95x by medians, 0.956x paired: met" in text
+    assert "ours (compact-files, judged): 1.00x by medians, 1.050x paired: NOT met" in text
+    assert "peak RSS <= 300 MB (1x and 4x), ours: 290 MB at 1x, 325 MB at 4x: NOT met" in text
+    assert "peak RSS <= 300 MB (1x and 4x), ours-schema: 170 MB at 1x, 4x not run: met" in text
+    assert "ours: 232.0 MB vs 232.0 MB (+0.0%): met" in text
     assert "4x peak RSS within +10% of 1x, ours: +12.0%: NOT met" in text
+    assert "rows out = rows in (100): lost or gained: duckdb 99: NOT met" in text
 
 
 def test_targets_say_nothing_without_a_peer() -> None:
