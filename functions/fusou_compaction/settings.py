@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fusou_compaction.catalog.models import RetryBackoff
 from fusou_compaction.topology import dlq_name, queue_name
 
 MiB = 1024 * 1024
@@ -73,6 +74,12 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(900, ge=30, le=86_400)
     claim_seconds: int = Field(3600, ge=60)
     scheduled_claim_limit: int = Field(10, ge=1, le=1000)
+    # A dataset whose run failed is claimed by the scheduler again only after
+    # min(base * 2^(failures in a row - 1), max), and after every dataset that did not fail. With
+    # the daily run: the next night for the first five failures, then every 2nd, 3rd, 6th night,
+    # then weekly. A manual or realtime trigger runs it at once; a commit resets the count.
+    retry_backoff_base_seconds: int = Field(1800, ge=0)
+    retry_backoff_max_seconds: int = Field(7 * 86_400, ge=0)
     grace_period_seconds: int = Field(24 * 3600, ge=0)
     orphan_min_age_seconds: int = Field(6 * 3600, ge=0)
     map_max_concurrency: int = Field(8, ge=1, le=40)
@@ -86,6 +93,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _catalog_is_reachable(self) -> Settings:
+        if self.retry_backoff_max_seconds < self.retry_backoff_base_seconds:
+            raise ValueError("FUSOU_RETRY_BACKOFF_MAX_SECONDS must be at least FUSOU_RETRY_BACKOFF_BASE_SECONDS")
         if self.catalog_transport == "postgres" and self.database_url is None:
             raise ValueError("FUSOU_DATABASE_URL is required when FUSOU_CATALOG_TRANSPORT=postgres")
         if (
@@ -98,6 +107,10 @@ class Settings(BaseSettings):
                 "when FUSOU_CATALOG_TRANSPORT=supabase"
             )
         return self
+
+    @property
+    def retry_backoff(self) -> RetryBackoff:
+        return RetryBackoff(base_seconds=self.retry_backoff_base_seconds, max_seconds=self.retry_backoff_max_seconds)
 
     @property
     def queue_name(self) -> str:

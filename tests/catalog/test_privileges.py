@@ -256,7 +256,7 @@ def test_the_api_roles_cannot_call_any_function(supabase_sql: psycopg.Connection
     # When EXECUTE is checked for anon and authenticated (PUBLIC's grant included)
     executable = {g for g in _grants(supabase_sql) if g[1] == "function"}
     # Then neither may call any of them
-    assert "claim_pending_datasets(integer,text,integer)" in names and len(names) > 20
+    assert "claim_pending_datasets(integer,text,integer,integer,integer)" in names and len(names) > 20
     assert executable == set()
 
 

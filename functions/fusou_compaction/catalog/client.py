@@ -21,6 +21,7 @@ from fusou_compaction.catalog.models import (
     LeaseResult,
     RedrivableFailure,
     RegisteredFragment,
+    RetryBackoff,
     Run,
     RunStatus,
     RunTransition,
@@ -115,13 +116,24 @@ class Catalog:
         return DatasetStatus.model_validate(self._call("dataset_status", p_dataset_id=dataset_id, p_runs=runs))
 
     # Scheduling.
-    def claim_pending_datasets(self, *, limit: int, claimer: str, claim_seconds: int = 3600) -> list[UUID]:
+    def claim_pending_datasets(
+        self,
+        *,
+        limit: int,
+        claimer: str,
+        claim_seconds: int = 3600,
+        backoff: RetryBackoff | None = None,
+    ) -> list[UUID]:
+        """Pending datasets in claim order: those whose last run did not fail, oldest first, then
+        those whose backoff is over (migration 0007). ``None``: the catalog's default backoff."""
         return _uuids.validate_python(
             self._call(
                 "claim_pending_datasets",
                 p_limit=limit,
                 p_claimer=claimer,
                 p_claim_seconds=claim_seconds,
+                p_backoff_base_seconds=backoff.base_seconds if backoff else None,
+                p_backoff_max_seconds=backoff.max_seconds if backoff else None,
             )
         )
 

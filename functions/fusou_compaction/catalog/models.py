@@ -32,8 +32,22 @@ class Dataset(_Model):
     live_bytes: int
     live_rows: int
     compactions: int
+    # Runs failed in a row (reset by a commit) and when the last failed: the scheduler's backoff.
+    consecutive_failures: int = 0
+    last_failed_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
+
+
+class RetryBackoff(_Model):
+    """A dataset whose runs failed n times in a row is claimed again min(base * 2^(n-1), max)
+    seconds after its last failure (claim_pending_datasets, migration 0007)."""
+
+    base_seconds: int = Field(ge=0)
+    max_seconds: int = Field(ge=0)
+
+    def delay_seconds(self, failures: int) -> float:
+        return 0.0 if failures < 1 else float(min(self.base_seconds * 2 ** min(failures - 1, 40), self.max_seconds))
 
 
 class CatalogFile(_Model):

@@ -194,6 +194,7 @@ def trigger_scheduled(body: TriggerRequest | None = None) -> TriggerResponse:
         limit=(body.limit if body and body.limit else s.scheduled_claim_limit),
         claimer=f"api:{app.current_event.request_context.request_id}",
         claim_seconds=s.claim_seconds,
+        backoff=s.retry_backoff,
     )
     return TriggerResponse(enqueued=report.enqueued, failed={str(k): v for k, v in report.failed.items()})
 

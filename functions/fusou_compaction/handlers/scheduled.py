@@ -28,6 +28,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         limit=s.scheduled_claim_limit,
         claimer=f"scheduled:{trigger.id}",
         claim_seconds=s.claim_seconds,
+        backoff=s.retry_backoff,
         now=trigger.time,
     )
     house = housekeeping(deps.catalog, deps.store, orphan_min_age=timedelta(seconds=s.orphan_min_age_seconds))

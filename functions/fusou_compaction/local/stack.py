@@ -69,6 +69,8 @@ class StackOptions:
     lease_seconds: int = 900
     grace_period_seconds: int = 24 * 3600
     scheduled_claim_limit: int = 10
+    retry_backoff_base_seconds: int = 1800
+    retry_backoff_max_seconds: int = 7 * 86_400
     run_daily_schedule: bool = True
     serve_api: bool = True
 
@@ -291,6 +293,8 @@ class LocalStack:
             lease_seconds=o.lease_seconds,
             grace_period_seconds=o.grace_period_seconds,
             scheduled_claim_limit=o.scheduled_claim_limit,
+            retry_backoff_base_seconds=o.retry_backoff_base_seconds,
+            retry_backoff_max_seconds=o.retry_backoff_max_seconds,
         )
         catalog = Catalog(PostgresRpc(database_url, max_size=16))
         queue, dlq = SqsQueue(self._sqs, self._queue_url), SqsQueue(self._sqs, self._dlq_url, peek_for_age=True)

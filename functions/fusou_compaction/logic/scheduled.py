@@ -9,6 +9,7 @@ from uuid import UUID
 
 from fusou_compaction import keys
 from fusou_compaction.catalog.client import Catalog
+from fusou_compaction.catalog.models import RetryBackoff
 from fusou_compaction.pipeline.models import CompactionMessage, Priority
 from fusou_compaction.ports.messaging import BatchEntry, Queue
 from fusou_compaction.ports.object_store import ObjectStore
@@ -37,12 +38,16 @@ def claim_and_enqueue(
     limit: int,
     claimer: str,
     claim_seconds: int,
+    backoff: RetryBackoff | None = None,
     priority: Priority = "scheduled",
     now: datetime | None = None,
 ) -> EnqueueReport:
-    """Claim up to ``limit`` pending datasets and send one message each; unsent claims are released."""
+    """Claim up to ``limit`` pending datasets and send one message each; unsent claims are released.
+
+    Datasets whose last run failed wait out their ``backoff`` and come after those that did not fail.
+    """
     now = now or datetime.now(UTC)
-    claimed = catalog.claim_pending_datasets(limit=limit, claimer=claimer, claim_seconds=claim_seconds)
+    claimed = catalog.claim_pending_datasets(limit=limit, claimer=claimer, claim_seconds=claim_seconds, backoff=backoff)
     if not claimed:
         return EnqueueReport()
     entries = [
