@@ -2,6 +2,13 @@
 
 Each test that needs the catalog gets its own database, cloned from a template that already
 has the migrations applied (cheap: a file copy inside PostgreSQL).
+
+Mutation runs (``make mutate``, ``scripts/mutate_sql.py``) start one PostgreSQL and one moto server
+and hand them to every test process through the environment, instead of paying for a server
+start in each of hundreds of short runs:
+``FUSOU_TEST_PG_PORT`` (a running server, trust auth as ``postgres``),
+``FUSOU_TEST_CATALOG_TEMPLATE`` (a database there with the migrations applied) and
+``FUSOU_TEST_AWS_PORT`` (a running moto server).
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +25,7 @@ import boto3
 import psycopg
 import pytest
 
-from fusou_compaction.local.aws import LocalAws
+from fusou_compaction.local.aws import LOCAL_CREDENTIALS, LocalAws
 from fusou_compaction.local.postgres import PostgresServer
 
 EVENTS_DIR = Path(__file__).resolve().parent.parent / "events"
@@ -26,6 +34,10 @@ _db_counter = itertools.count()
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PostgresServer]:
+    if os.environ.get("FUSOU_TEST_PG_PORT"):
+        # Running already: not started (nor stopped) here.
+        yield PostgresServer(base_dir=Path(tempfile.gettempdir()), port=int(os.environ["FUSOU_TEST_PG_PORT"]))
+        return
     with PostgresServer() as server:
         yield server
 
@@ -34,6 +46,8 @@ def pg_server() -> Iterator[PostgresServer]:
 def catalog_template(pg_server: PostgresServer) -> str:
     from fusou_compaction.catalog.migrate import migrate
 
+    if os.environ.get("FUSOU_TEST_CATALOG_TEMPLATE"):
+        return os.environ["FUSOU_TEST_CATALOG_TEMPLATE"]
     with psycopg.connect(pg_server.url, autocommit=True) as conn:
         conn.execute("CREATE DATABASE catalog_template")
     migrate(pg_server.url_for("catalog_template"))
@@ -62,6 +76,11 @@ def empty_database_url(pg_server: PostgresServer) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def local_aws() -> Iterator[LocalAws]:
+    if os.environ.get("FUSOU_TEST_AWS_PORT"):
+        for k, v in LOCAL_CREDENTIALS.items():
+            os.environ.setdefault(k, v)
+        yield LocalAws(port=int(os.environ["FUSOU_TEST_AWS_PORT"]))  # running already: not started here
+        return
     with LocalAws() as aws:
         yield aws
 

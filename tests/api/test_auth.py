@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from fusou_compaction.logic.auth import (
+    CLOCK_SKEW_SECONDS,
     AuthConfig,
     Forbidden,
     Unauthorized,
@@ -169,6 +170,34 @@ BAD_TOKENS = {
 def test_bad_tokens_are_unauthorized(config: AuthConfig, jwks: Jwks, name: str) -> None:
     with pytest.raises(Unauthorized):
         verify_user_token(BAD_TOKENS[name](jwks), config)
+
+
+@pytest.mark.parametrize(
+    ("expired_seconds_ago", "accepted"),
+    [(-60, True), (CLOCK_SKEW_SECONDS - 10, True), (CLOCK_SKEW_SECONDS + 10, False), (3600, False)],
+)
+def test_exp_is_enforced_with_the_clock_skew_allowance_and_no_more(
+    config: AuthConfig, expired_seconds_ago: int, accepted: bool
+) -> None:
+    # Given a token of the project, right in every claim but exp
+    user = uuid4()
+    token = jwt.encode(claims(user, exp=int(time.time()) - expired_seconds_ago), JWT_SECRET, algorithm="HS256")
+    # When it is verified, Then it passes only within the allowed clock skew past its exp
+    if accepted:
+        assert verify_user_token(token, config) == user
+    else:
+        with pytest.raises(Unauthorized, match="expired"):
+            verify_user_token(token, config)
+
+
+def test_forged_and_expired_tokens_fail_for_that_reason_alone(config: AuthConfig) -> None:
+    # The bad-token cases above carry the project's issuer and audience: each fails for its own defect
+    forged = jwt.encode(claims(uuid4()), "x" * 48, algorithm="HS256")
+    with pytest.raises(Unauthorized, match="Signature verification failed"):
+        verify_user_token(forged, config)
+    expired = jwt.encode(claims(uuid4(), exp=int(time.time()) - 3600), JWT_SECRET, algorithm="HS256")
+    with pytest.raises(Unauthorized, match="expired"):
+        verify_user_token(expired, config)
 
 
 def test_hs256_is_refused_when_no_secret_is_configured(config: AuthConfig) -> None:

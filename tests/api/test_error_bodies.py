@@ -73,9 +73,11 @@ def logs() -> Iterator[io.StringIO]:
     buffer = io.StringIO()
     handler = logger.registered_handler
     assert isinstance(handler, logging.StreamHandler)
-    previous = handler.setStream(buffer)
+    # Swapped without setStream's flush of the old stream: under mutmut, which runs pytest several
+    # times in one process, that stream can be an earlier session's capture, closed by now.
+    previous, handler.stream = handler.stream, buffer
     yield buffer
-    handler.setStream(previous)
+    handler.stream = previous
 
 
 def status_event(api: Api, dataset: object) -> dict[str, Any]:

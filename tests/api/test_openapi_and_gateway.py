@@ -58,6 +58,9 @@ def test_every_documented_error_uses_the_error_body(api: Api, http) -> None:  # 
                 ), (path, code)
 
 
+IMPORT_BUDGET_MS = 600
+
+
 def test_importing_the_api_handler_is_fast_and_does_not_import_pyarrow(tmp_path: Path) -> None:
     # Bytecode as a deployment ships it (compiled on a warm-up run into a private cache dir).
     env = {**os.environ, "PYTHONPYCACHEPREFIX": str(tmp_path / "pyc"), "PYTHONDONTWRITEBYTECODE": ""}
@@ -74,8 +77,10 @@ def test_importing_the_api_handler_is_fast_and_does_not_import_pyarrow(tmp_path:
         for ln in run.stderr.splitlines()[1:]
         if ln.split("|")[2].startswith(("   ", " ")) and ln.split("|")[2].count("  ") <= 2
     )[-6:]
-    print(
-        f"\nimport fusou_compaction.handlers.api: {cumulative_ms:.0f} ms cumulative (target < 300 ms); "
+    # Target < 300 ms (0.34 s measured with bytecode, 0.74 s without); the bound leaves room for a
+    # loaded machine, and still fails if pyarrow, boto3's resources or the engine come back eagerly.
+    assert cumulative_ms < IMPORT_BUDGET_MS, (
+        f"import fusou_compaction.handlers.api: {cumulative_ms:.0f} ms cumulative (budget {IMPORT_BUDGET_MS} ms); "
         f"largest direct imports: {[(name.strip(), us // 1000) for us, name in top]}"
     )
 

@@ -143,7 +143,7 @@ def test_dataset_status_is_the_cli_status_body(api: Api) -> None:
         "bytes": a["sizeBytes"] + b["sizeBytes"],
     }
     assert battles["files"][0] == {
-        "key": battles["files"][0]["key"],
+        "key": f"datasets/{dataset}/battles/fragments/{a['sha256']}.parquet",
         "kind": "fragment",
         "rows": 3,
         "bytes": a["sizeBytes"],

@@ -12,6 +12,7 @@ from uuid import UUID, uuid4
 import boto3
 
 from fusou_compaction import keys
+from fusou_compaction.adapters.alerts import LogAlerts
 from fusou_compaction.handlers import consumer, dlq, scheduled, steps
 from fusou_compaction.local.runner import LocalContext
 from fusou_compaction.local.stack import LocalStack
@@ -262,19 +263,30 @@ def test_the_dlq_handler_records_every_message_and_never_fails(stack: LocalStack
     assert deps is not None
     dataset = uuid4()
     event = event_for("sqs_dlq_batch.json", dataset)
+    poison = f"{{not json {uuid4()}"  # unique on this stack: counted exactly below
+    event["Records"][1]["body"] = poison
     for r in event["Records"]:
         r["messageId"] = str(uuid4())  # fresh ids: the handler records each message once
+    alerts = deps.alerts
+    assert isinstance(alerts, LogAlerts)
+    alerted = len(alerts.published)
+    # When the batch is delivered twice (SQS is at-least-once)
     assert dlq.handler(event, LocalContext("dlq")) == {"batchItemFailures": []}
     assert dlq.handler(event, LocalContext("dlq")) == {"batchItemFailures": []}
+    # Then each message is recorded once and alerted once
     bodies = [f.body for f in deps.catalog.list_recent_failures(100)]
     envelope = json.loads(event["Records"][0]["body"])
-    assert bodies.count(envelope["body"]) == 1 and bodies.count("{not json") >= 1
+    assert bodies.count(envelope["body"]) == 1 and bodies.count(poison) == 1
+    # (a workflow failure is recorded under its original message's id, carried in the envelope)
+    expected = sorted([envelope["messageId"], event["Records"][1]["messageId"]])
+    assert sorted(m["messageId"] for _, m in alerts.published[alerted:] if m["messageId"] in expected) == expected
     recorded = next(f for f in deps.catalog.list_recent_failures(100) if f.dataset_id == dataset)
     assert (recorded.error_step, recorded.run_id) == ("Compact", UUID(envelope["runId"]))
 
 
 def test_every_step_event_parses_into_its_model() -> None:
     from fusou_compaction.logic.steps import state_input
+    from fusou_compaction.pipeline.definition import MapOverBins, Task, build_pipeline
     from fusou_compaction.pipeline.models import CompactItem, CompactResult, FailureInput, PlanResult
 
     assert state_input(load_event("step_validate.json")).message.priority == "manual"
@@ -283,4 +295,9 @@ def test_every_step_event_parses_into_its_model() -> None:
     upd = load_event("step_update.json")
     assert PlanResult.model_validate(upd["plan"]).bins and CompactResult.model_validate(upd["compact"][0])
     assert "Compact" in FailureInput.model_validate(load_event("step_record_failure.json")).failure
-    assert steps.validate and steps.record_failure  # the handlers these events feed exist
+    # And every task of the state machine names a handler that exists (the events above feed them)
+    pipeline = build_pipeline()
+    tasks = [s for s in pipeline.states.values() if isinstance(s, Task)]
+    tasks += [s.iterator for s in pipeline.states.values() if isinstance(s, MapOverBins)]
+    assert {t.function for t in tasks} == {"validate", "get_metadata", "compact", "update", "record_failure"}
+    assert all(callable(getattr(steps, t.function)) for t in tasks)
