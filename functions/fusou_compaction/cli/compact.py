@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -128,7 +129,7 @@ def compact_files(
     try:
         tables = collect_tables(inputs)
     except FileNotFoundError as exc:
-        err.print(f"[red]error:[/] no such file or folder: {exc}")
+        err.print(f"[red]error:[/] no such file or folder: {escape(str(exc))}")
         raise typer.Exit(2) from exc
     if not tables:
         err.print("[red]error:[/] no .parquet files found in the inputs")
@@ -179,7 +180,7 @@ def compact_files(
     except EngineError as exc:
         for sink in sinks:
             sink.discard_all()  # a failed run leaves nothing behind
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")  # a name like "hp[0]" is not markup
         raise typer.Exit(1) from exc
 
     for table, result in zip(job_tables, results, strict=True):

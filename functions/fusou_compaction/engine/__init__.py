@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fusou_compaction.engine import _arrow_env  # noqa: F401  (must run before pyarrow loads)
-from fusou_compaction.engine.errors import CorruptInputError, EngineError, SchemaCastError
+from fusou_compaction.engine.errors import CorruptInputError, EngineError, SchemaCastError, UnsupportedInputError
 from fusou_compaction.engine.merge import (
     DEFAULT_TUNING,
     BinJob,
@@ -34,6 +34,7 @@ from fusou_compaction.engine.schema import (
     schema_to_base64,
     unify_known,
     unify_schemas,
+    unsupported_column,
 )
 from fusou_compaction.engine.sinks import LocalDirSink, LocalFileWriter, open_local_output
 
@@ -54,6 +55,7 @@ __all__ = [
     "PlannedBin",
     "SchemaCastError",
     "SchemaGroup",
+    "UnsupportedInputError",
     "compact_bin",
     "compact_bins",
     "conform_table",
@@ -68,5 +70,6 @@ __all__ = [
     "schema_to_base64",
     "unify_known",
     "unify_schemas",
+    "unsupported_column",
     "use_system_allocator",
 ]

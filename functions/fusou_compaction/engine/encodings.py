@@ -25,7 +25,8 @@ def _leaf_columns(
         for i, f in enumerate(t):
             child = pa.chunked_array([c.field(i) for c in chunks], type=f.type)  # type: ignore[attr-defined]
             yield from _leaf_columns(f"{name}.{f.name}", child, in_list)
-    elif pat.is_list(t) or pat.is_large_list(t):
+    elif pat.is_list(t) or pat.is_large_list(t) or pat.is_fixed_size_list(t):
+        # Fixed-size lists are written as Parquet lists too (their size lives in the Arrow schema).
         yield from _leaf_columns(f"{name}.list.element", pc.list_flatten(arr), True)
     elif pat.is_map(t):
         return  # rare in this lake: leave maps to the writer's default (dictionary)
@@ -48,8 +49,9 @@ def dictionary_columns(table: pa.Table, max_ratio: float, *, list_integers: bool
     """
     sample = table.slice(0, min(table.num_rows, _DICTIONARY_SAMPLE))
     chosen: list[str] = []
-    for f in sample.schema:
-        for path, values, in_list in _leaf_columns(f.name, sample.column(f.name)):
+    # Columns by position: two columns may share a name (a group of its own, engine/schema.py).
+    for f, column in zip(sample.schema, sample.columns, strict=True):
+        for path, values, in_list in _leaf_columns(f.name, column):
             sample_values = values.slice(0, _DICTIONARY_SAMPLE)
             valid = len(sample_values) - sample_values.null_count
             if pat.is_boolean(values.type) or pat.is_null(values.type):
@@ -60,12 +62,15 @@ def dictionary_columns(table: pa.Table, max_ratio: float, *, list_integers: bool
             # Exact shortcut for uuids and other near-unique values: a prefix that already holds
             # more distinct values than the limit proves the answer (the whole sample holds at
             # least as many), for an eighth of the hashing (~0.15 s a run, bench/RESULTS.md).
-            if len(sample_values) > _DICTIONARY_PREFIX and (
-                pc.count_distinct(sample_values.slice(0, _DICTIONARY_PREFIX)).as_py() > limit
-            ):
-                continue
-            if valid == 0 or pc.count_distinct(sample_values).as_py() <= limit:
-                chosen.append(path)
+            try:
+                if len(sample_values) > _DICTIONARY_PREFIX and (
+                    pc.count_distinct(sample_values.slice(0, _DICTIONARY_PREFIX)).as_py() > limit
+                ):
+                    continue
+                if valid == 0 or pc.count_distinct(sample_values).as_py() <= limit:
+                    chosen.append(path)
+            except pa.ArrowNotImplementedError:
+                continue  # a leaf type Arrow cannot hash: the writer's plain encoding, no guess
     return chosen
 
 
@@ -102,8 +107,8 @@ def writer_options(first: pa.Table, tuning: MergeTuning) -> dict[str, Any]:
     if tuning.delta_encodings:
         chosen = set(dictionary)
         encodings: dict[str, str] = {}
-        for f in first.schema:
-            for path, values, _ in _leaf_columns(f.name, first.column(f.name).slice(0, 0)):
+        for f, column in zip(first.schema, first.columns, strict=True):
+            for path, values, _ in _leaf_columns(f.name, column.slice(0, 0)):
                 encoding = _delta_encoding(values.type)
                 if encoding and path not in chosen:
                     encodings[path] = encoding

@@ -35,3 +35,21 @@ class SchemaCastError(EngineError):
 
     def __reduce__(self) -> tuple[type[SchemaCastError], tuple[str, str, str]]:
         return (SchemaCastError, (self.input_id, self.path, self.reason))
+
+
+class UnsupportedInputError(EngineError):
+    """An input is readable Parquet, but one of its columns is something no output should carry
+    (a name that is not UTF-8 text, nesting deeper than pyarrow reads by default).
+
+    Retrying will not help, and the other inputs are fine: the pipeline can quarantine this one.
+    """
+
+    def __init__(self, input_id: str, path: str, column: str, reason: str) -> None:
+        super().__init__(f'input {input_id} ({path}) cannot be compacted: column "{column}" {reason}')
+        self.input_id = input_id
+        self.path = path
+        self.column = column
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[UnsupportedInputError], tuple[str, str, str, str]]:
+        return (UnsupportedInputError, (self.input_id, self.path, self.column, self.reason))

@@ -29,10 +29,17 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from fusou_compaction.engine.encodings import dictionary_columns, writer_options
-from fusou_compaction.engine.errors import EngineError
+from fusou_compaction.engine.errors import EngineError, UnsupportedInputError
 from fusou_compaction.engine.planner import DEFAULT_TARGET_FILE_SIZE, InputFile, PlannedBin
 from fusou_compaction.engine.read import Footer, KnownSchema, Reader, SchemaInterner, SchemaMiss, read_footers
-from fusou_compaction.engine.schema import has_duplicate_names, normalize_schema, schema_fingerprint, unify_schemas
+from fusou_compaction.engine.schema import (
+    first_unsupported,
+    has_duplicate_names,
+    normalize_schema,
+    schema_fingerprint,
+    unify_schemas,
+    unsupported_column,
+)
 from fusou_compaction.engine.tuning import DEFAULT_TUNING, MergeTuning, available_cpus, use_system_allocator
 from fusou_compaction.engine.write import GroupWriter, OutputFile, OutputWriter
 from fusou_compaction.ports.object_store import WritableObject
@@ -112,7 +119,7 @@ def compact_bin(
     if len({i.id for i in inputs}) != len(inputs):
         raise EngineError("input ids must be unique within a bin")
     run = _BinRun(inputs, prefix, source_fs, open_output, target_file_size, tuning, on_input_read)
-    if schema is None or has_duplicate_names(schema):
+    if schema is None or has_duplicate_names(schema) or unsupported_column(schema) is not None:
         return run.discover()
     reported: set[str] = set()
     if on_input_read is not None:
@@ -155,6 +162,11 @@ class _BinRun:
                 self.source_fs, inputs, footer_pool, threads=threads, cached=tuning.cached_footers, schemas=schemas
             )
             nonempty = [f for f in footers if f.num_rows > 0]
+            unsupported = first_unsupported([f.schema for f in nonempty])
+            if unsupported is not None:  # before any output is opened: nothing to undo
+                index, column, reason = unsupported
+                bad = nonempty[index].input
+                raise UnsupportedInputError(bad.id, bad.path, column, reason)
             empty = [f.input.id for f in footers if f.num_rows == 0]
             if self.on_input_read is not None:
                 for f in footers:

@@ -23,7 +23,13 @@ from pyarrow._parquet import ParquetReader as _ArrowParquetReader
 from fusou_compaction.engine.errors import CorruptInputError, EngineError, SchemaCastError
 from fusou_compaction.engine.planner import InputFile
 from fusou_compaction.engine.rowcount import RowCountMismatch, check_decoded, count_rows
-from fusou_compaction.engine.schema import conform_table, has_duplicate_names, merge_schemas, schema_fingerprint
+from fusou_compaction.engine.schema import (
+    READ_SCHEMA_DEPTH,
+    conform_table,
+    has_duplicate_names,
+    merge_schemas,
+    schema_fingerprint,
+)
 from fusou_compaction.engine.tuning import MergeTuning
 
 
@@ -96,7 +102,9 @@ def open_parquet(source: pa.NativeFile, metadata: pq.FileMetaData | None = None)
     Python work (a map of nested column paths we never use): ~0.04 ms of ~0.3 ms per tiny
     fragment, paid twice per input (bench/RESULTS.md)."""
     reader = _ArrowParquetReader()
-    reader.open(source, metadata=metadata, pre_buffer=False)
+    # Past pyarrow's default depth limit, so that a too deep column is named (unsupported_column).
+    # The stubs lack schema_depth_limit.
+    reader.open(source, metadata=metadata, pre_buffer=False, schema_depth_limit=READ_SCHEMA_DEPTH)  # type: ignore[call-arg]
     return reader
 
 

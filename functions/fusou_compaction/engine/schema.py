@@ -11,11 +11,15 @@ Rules (all lossless, so a row never changes meaning):
 - lists, fixed-size lists, maps and structs unify element by element, struct fields by name.
 Anything else (string vs int, bool vs int, int vs float...) is a conflict: the input goes to
 another group, and so to another output file, never dropped.
+
+A few schemas are refused outright (``unsupported_column``): names that are not UTF-8, and
+nesting deeper than pyarrow reads by default. The engine raises UnsupportedInputError for them.
 """
 
 from __future__ import annotations
 
 import base64
+import ctypes
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -93,7 +97,114 @@ def _canonical(t: pa.DataType) -> Any:  # noqa: PLR0911
 
 def has_duplicate_names(schema: pa.Schema) -> bool:
     """Columns cannot be matched by name: such a schema is a group of its own (unify_schemas)."""
-    return len(set(schema.names)) != len(schema.names)
+    try:
+        names = schema.names
+    except UnicodeDecodeError:
+        return True  # names that are not text cannot be matched either (see unsupported_column)
+    return len(set(names)) != len(names)
+
+
+# pyarrow's Parquet reader refuses a schema deeper than this many nodes (the root and the leaf
+# counted; a list or a map takes two: its group and the repeated group inside), unless told more.
+PYARROW_SCHEMA_DEPTH = 100
+# What the engine reads footers with: enough to see, and name, a column past that limit, and still
+# a bound on the reader's recursion through a hostile footer.
+READ_SCHEMA_DEPTH = 256
+
+
+class _ArrowSchemaC(ctypes.Structure):
+    pass
+
+
+_ArrowSchemaC._fields_ = [  # the Arrow C data interface's ArrowSchema
+    ("format", ctypes.c_char_p),
+    ("name", ctypes.c_char_p),
+    ("metadata", ctypes.c_void_p),
+    ("flags", ctypes.c_int64),
+    ("n_children", ctypes.c_int64),
+    ("children", ctypes.c_void_p),
+    ("dictionary", ctypes.c_void_p),
+    ("release", ctypes.CFUNCTYPE(None, ctypes.POINTER(_ArrowSchemaC))),
+    ("private_data", ctypes.c_void_p),
+]
+
+
+def _field_name(f: pa.Field[Any]) -> tuple[str, bool]:
+    """A field's name as text, and whether it is UTF-8; other bytes come out as \\xNN escapes
+    (pyarrow's ``Field.name`` raises on them, so the bytes are taken through the C interface)."""
+    try:
+        return f.name, True
+    except UnicodeDecodeError:
+        c = _ArrowSchemaC()
+        f._export_to_c(ctypes.addressof(c))  # type: ignore[attr-defined]
+        try:
+            return (c.name or b"").decode("utf-8", "backslashreplace"), False
+        finally:
+            c.release(ctypes.byref(c))
+
+
+def _children(t: pa.DataType) -> list[pa.Field[Any]]:
+    if pat.is_dictionary(t):
+        t = t.value_type
+    if isinstance(t, pa.ExtensionType):
+        t = t.storage_type
+    return [t.field(i) for i in range(t.num_fields)]
+
+
+def _not_utf8(f: pa.Field[Any], parent: str) -> str | None:
+    """The path of the first name under (and including) ``f`` that is not UTF-8, if any."""
+    name, ok = _field_name(f)
+    path = f"{parent}.{name}" if parent else name
+    if not ok:
+        return path
+    return next((bad for child in _children(f.type) if (bad := _not_utf8(child, path)) is not None), None)
+
+
+def _parquet_depth(t: pa.DataType) -> int:
+    """Parquet schema nodes from a column's own node down to its deepest leaf, as written."""
+    children = _children(t)
+    if not children:
+        return 1
+    below = max(_parquet_depth(c.type) for c in children)
+    # A list is a LIST group around a repeated group (a map's repeated group is its entries struct).
+    lists = pat.is_list(t) or pat.is_large_list(t) or pat.is_fixed_size_list(t)
+    return below + (2 if lists or pat.is_list_view(t) or pat.is_large_list_view(t) else 1)
+
+
+def unsupported_column(schema: pa.Schema) -> tuple[str, str] | None:
+    """The first column no output should carry, as (column, why), or None.
+
+    - a name, at any depth, that is not UTF-8: Parquet, Arrow, DuckDB and polars all take names
+      as text (pyarrow and DuckDB raise on such a name, polars calls the file out of
+      specification), and unification matches columns by name;
+    - nesting deeper than pyarrow reads by default: the output would be unreadable to every
+      pyarrow reader of the lake that keeps the default limit (DuckDB and polars read it).
+    """
+    for i in range(len(schema)):
+        f = schema.field(i)
+        bad = _not_utf8(f, "")
+        if bad is not None:
+            return bad, "has a name that is not UTF-8"
+        depth = 1 + _parquet_depth(f.type)  # the root counts
+        if depth > PYARROW_SCHEMA_DEPTH:
+            return f.name, f"is nested {depth} Parquet levels deep; pyarrow reads at most {PYARROW_SCHEMA_DEPTH}"
+    return None
+
+
+def first_unsupported(schemas: Sequence[pa.Schema]) -> tuple[int, str, str] | None:
+    """(position, column, why) of the first schema with an ``unsupported_column``, or None.
+
+    Callers pass the same few Schema objects thousands of times: each is looked at once.
+    """
+    seen: set[int] = set()
+    for index, schema in enumerate(schemas):
+        if id(schema) in seen:
+            continue
+        seen.add(id(schema))
+        problem = unsupported_column(schema)
+        if problem is not None:
+            return index, *problem
+    return None
 
 
 def schema_to_base64(schema: pa.Schema) -> str:
@@ -187,7 +298,11 @@ def _merge_field_lists(a: list[pa.Field[Any]], b: list[pa.Field[Any]]) -> list[p
 
 def merge_schemas(a: pa.Schema, b: pa.Schema) -> pa.Schema | None:
     """Unify two schemas (normalized first), or None if any column conflicts."""
-    fields = _merge_field_lists(list(normalize_schema(a)), list(normalize_schema(b)))
+    try:
+        a, b = normalize_schema(a), normalize_schema(b)
+    except UnicodeDecodeError:
+        return None  # a name that is not text matches nothing (see unsupported_column)
+    fields = _merge_field_lists(list(a), list(b))
     return None if fields is None else pa.schema(fields)
 
 
