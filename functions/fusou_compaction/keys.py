@@ -15,6 +15,7 @@ TABLE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 DATASETS_PREFIX = "datasets/"
 PLANS_PREFIX = "plans/"
+STAGING_PREFIX = "staging/"
 
 
 def check_table_name(table: str) -> str:
@@ -37,7 +38,7 @@ def fragment_key(dataset_id: UUID, table: str, sha256: str) -> str:
 def staging_key(dataset_id: UUID, table: str, upload_id: UUID) -> str:
     """Where a presigned upload lands before it is validated and registered."""
     check_table_name(table)
-    return f"staging/{dataset_id}/{table}/{upload_id}.parquet"
+    return f"{STAGING_PREFIX}{dataset_id}/{table}/{upload_id}.parquet"
 
 
 def compacted_prefix(dataset_id: UUID, table: str, run_id: UUID) -> str:

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     bucket: str = Field("dev-kc-compaction-data", min_length=3)
     queue_url: str = ""
     dlq_url: str = ""
+    # The register function's retry queue: the scheduled run hands it stranded presigned uploads.
+    register_retry_queue_url: str = ""
     state_machine_arn: str = ""
     alert_topic_arn: str = ""
 
@@ -82,6 +84,9 @@ class Settings(BaseSettings):
     retry_backoff_max_seconds: int = Field(7 * 86_400, ge=0)
     grace_period_seconds: int = Field(24 * 3600, ge=0)
     orphan_min_age_seconds: int = Field(6 * 3600, ge=0)
+    # A presigned upload still in staging/ this long after it landed lost its S3 event: the
+    # scheduled run hands it back to the register function, well before the 2-day expiry.
+    staging_min_age_seconds: int = Field(3600, ge=0)
     map_max_concurrency: int = Field(8, ge=1, le=40)
 
     # Upload limits. Lambda takes at most 6 MB of event, and API Gateway base64-encodes binary

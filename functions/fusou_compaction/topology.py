@@ -22,6 +22,21 @@ class QueueTopology:
 
 
 QUEUES = QueueTopology()
+
+
+@dataclass(frozen=True)
+class RegisterTopology:
+    """Presigned uploads: S3's event invokes the register function asynchronously; Lambda retries
+    it twice, then sends it to the register-retry queue, which the function drains every 30 min
+    for a day (well within the staging prefix's 2-day expiry), then to that queue's DLQ."""
+
+    async_retries: int = 2
+    retry_visibility_seconds: int = 1800  # >= 6x the register function's timeout
+    retry_receives: int = 48
+    staging_expire_days: int = 2
+
+
+REGISTER = RegisterTopology()
 SCHEDULE_CRON = "cron(0 2 * * ? *)"  # every day at 02:00 UTC
 
 
@@ -31,6 +46,14 @@ def queue_name(stage: str) -> str:
 
 def dlq_name(stage: str) -> str:
     return f"{stage}-kc-compaction-dlq"
+
+
+def register_retry_queue_name(stage: str) -> str:
+    return f"{stage}-kc-compaction-register-retry"
+
+
+def register_retry_dlq_name(stage: str) -> str:
+    return f"{stage}-kc-compaction-register-retry-dlq"
 
 
 def bucket_name(stage: str, account: str = "local") -> str:

@@ -7,6 +7,7 @@ from aws_cdk import aws_logs as logs
 
 from fusou_compaction import keys
 from fusou_compaction.settings import Settings
+from fusou_compaction.topology import REGISTER
 from fusou_infra.assets import LAMBDA_PYTHON_VERSION
 
 LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_14
@@ -22,9 +23,9 @@ REGISTER_TIMEOUT_SECONDS = 300  # a 200 MiB presigned upload is validated and co
 REGISTER_MEMORY_MB = 1769
 # Failed registrations: retried every 30 min (>= 6x the function's timeout, as SQS event sources
 # need) for a day, well within the staging prefix's 2-day expiry.
-REGISTER_RETRY_VISIBILITY_SECONDS = 1800
-REGISTER_RETRY_RECEIVES = 48
-REGISTER_ASYNC_RETRIES = 2
+REGISTER_RETRY_VISIBILITY_SECONDS = REGISTER.retry_visibility_seconds
+REGISTER_RETRY_RECEIVES = REGISTER.retry_receives
+REGISTER_ASYNC_RETRIES = REGISTER.async_retries
 DLQ_HANDLER_TIMEOUT_SECONDS = 60
 SCHEDULED_TIMEOUT_SECONDS = 300
 LIGHT_MEMORY_MB = 256
@@ -59,9 +60,11 @@ API_5XX_ALARM_COUNT = 1
 # Object prefixes of the data bucket (keys.py derives every key under them).
 DATASETS_PREFIX = keys.DATASETS_PREFIX
 PLANS_PREFIX = keys.PLANS_PREFIX
-STAGING_PREFIX = "staging/"
+STAGING_PREFIX = keys.STAGING_PREFIX
 PLANS_EXPIRE_DAYS = 7
-STAGING_EXPIRE_DAYS = 2  # presigned uploads register within seconds; leftovers are junk
+# Presigned uploads register within seconds; what the event missed, the scheduled run re-sends to
+# the register function within a day (FUSOU_STAGING_MIN_AGE_SECONDS); leftovers after that are junk.
+STAGING_EXPIRE_DAYS = REGISTER.staging_expire_days
 NONCURRENT_EXPIRE_DAYS = 7  # replaced or deleted objects stay recoverable for a week
 ABORT_MULTIPART_DAYS = 1
 ACCESS_LOG_EXPIRE_DAYS = 90

@@ -7,7 +7,7 @@ from aws_cdk import Duration
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from fusou_compaction.topology import QUEUES, dlq_name, queue_name
+from fusou_compaction.topology import QUEUES, dlq_name, queue_name, register_retry_dlq_name, register_retry_queue_name
 from fusou_infra import config
 
 
@@ -40,7 +40,7 @@ class Queues(Construct):
         self.register_retry_dlq = sqs.Queue(
             self,
             "RegisterRetryDlq",
-            queue_name=config.resource_name(stage, "register-retry-dlq"),
+            queue_name=register_retry_dlq_name(stage),
             retention_period=Duration.days(14),
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
@@ -48,7 +48,7 @@ class Queues(Construct):
         self.register_retry = sqs.Queue(
             self,
             "RegisterRetry",
-            queue_name=config.resource_name(stage, "register-retry"),
+            queue_name=register_retry_queue_name(stage),
             visibility_timeout=Duration.seconds(config.REGISTER_RETRY_VISIBILITY_SECONDS),
             retention_period=Duration.days(4),
             encryption=sqs.QueueEncryption.SQS_MANAGED,

@@ -1,4 +1,5 @@
-"""EventBridge cron(0 2 * * ? *) → the scheduled function (claim pending datasets, housekeeping)."""
+"""EventBridge cron(0 2 * * ? *) → the scheduled function (stranded uploads, claim pending datasets,
+housekeeping)."""
 
 from __future__ import annotations
 
@@ -36,12 +37,18 @@ class Schedule(Construct):
             asset="light",
             memory_mb=config.LIGHT_MEMORY_MB,
             timeout_seconds=config.SCHEDULED_TIMEOUT_SECONDS,
-            description="Daily: enqueue pending datasets, sweep expired leases, delete replaced objects and orphans",
+            description="Daily: re-send stranded uploads, enqueue pending datasets, sweep leases, delete "
+            "replaced objects and orphans",
             failures="Invoked by EventBridge once a day; every run redoes all of the work (idempotent), and "
             "its errors are on the dashboard; a DLQ would hold only an empty scheduled event",
+            environment={"FUSOU_REGISTER_RETRY_QUEUE_URL": queues.register_retry.queue_url},
         )
         queues.queue.grant_send_messages(self.function)
         storage.grant(self.function, config.DATASETS_PREFIX, DELETE)  # replaced objects past grace, orphans
+        # Presigned uploads whose S3 event was lost: listed under staging/ (ListBucket, granted above
+        # for the whole bucket) and handed to the register function through its retry queue; the
+        # register function reads, validates and registers them, as it does its S3 events.
+        queues.register_retry.grant_send_messages(self.function)
         secrets.grant_catalog(self.function)
         self.rule = events.Rule(
             self,

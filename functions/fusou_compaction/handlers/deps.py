@@ -36,6 +36,7 @@ class Dependencies:
     orchestrator: Orchestrator
     alerts: Alerts
     config: RuntimeConfig | None = field(default=None, repr=False)
+    register_retry: Queue | None = None  # only the scheduled function sends to it
 
     @property
     def runtime(self) -> RuntimeConfig:
@@ -66,6 +67,7 @@ class Needs:
     function: str
     queue: bool = False
     dlq: bool = False
+    register_retry_queue: bool = False
     state_machine: bool = False
     alerts: bool = False
     auth: bool = False
@@ -77,6 +79,7 @@ class Needs:
             for name, needed in (
                 ("queue_url", self.queue),
                 ("dlq_url", self.dlq),
+                ("register_retry_queue_url", self.register_retry_queue),
                 ("state_machine_arn", self.state_machine),
                 ("alert_topic_arn", self.alerts),
             )
@@ -120,6 +123,7 @@ def build_dependencies(settings: Settings, needs: Needs | None = None) -> Depend
         orchestrator=StepFunctionsOrchestrator(aws_client(settings, "stepfunctions"), settings.state_machine_arn),
         alerts=alerts,
         config=config,
+        register_retry=SqsQueue(sqs, settings.register_retry_queue_url) if settings.register_retry_queue_url else None,
     )
 
 

@@ -1,4 +1,5 @@
-"""EventBridge cron(0 2 * * ? *): enqueue pending datasets, then sweep leases and garbage."""
+"""EventBridge cron(0 2 * * ? *): re-send stranded uploads, enqueue pending datasets, then sweep
+leases and garbage."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from fusou_compaction.handlers.deps import Needs, cold_start, dependencies
+from fusou_compaction.logic.presigned import resend_stranded_uploads
 from fusou_compaction.logic.scheduled import claim_and_enqueue, housekeeping
 from fusou_compaction.observability import logger, metrics, tracer
 
@@ -22,6 +24,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     trigger = parse(event=event, model=EventBridgeModel)
     deps = dependencies(NEEDS)
     s = deps.settings
+    stranded = resend_stranded_uploads(deps, min_age=timedelta(seconds=s.staging_min_age_seconds))
     report = claim_and_enqueue(
         deps.catalog,
         deps.queue,
@@ -40,11 +43,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         "expiredLeases": house.expired_leases,
         "garbageDeleted": house.garbage_deleted,
         "orphansDeleted": house.orphans_deleted,
-        "errors": house.errors,
+        "strandedUploadsResent": len(stranded.resent),
+        "errors": stranded.errors + house.errors,
     }
     logger.info("scheduled compaction", extra=result)
     return result
 
 
-NEEDS = Needs("scheduled", queue=True)
+NEEDS = Needs("scheduled", queue=True, register_retry_queue=True)
 cold_start(NEEDS)

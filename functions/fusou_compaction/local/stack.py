@@ -20,6 +20,7 @@ from typing import Any
 
 import boto3
 
+from fusou_compaction import keys
 from fusou_compaction.adapters.alerts import LogAlerts
 from fusou_compaction.adapters.s3 import S3ObjectStore
 from fusou_compaction.adapters.sqs import SqsQueue
@@ -28,6 +29,7 @@ from fusou_compaction.catalog.migrate import migrate
 from fusou_compaction.catalog.transport import PostgresRpc
 from fusou_compaction.handlers import consumer as consumer_handler
 from fusou_compaction.handlers import dlq as dlq_handler
+from fusou_compaction.handlers import register as register_handler
 from fusou_compaction.handlers import scheduled as scheduled_handler
 from fusou_compaction.handlers import steps as step_handlers
 from fusou_compaction.handlers.deps import Dependencies, use_dependencies
@@ -35,11 +37,20 @@ from fusou_compaction.local.aws import LocalAws
 from fusou_compaction.local.endpoints import Endpoints
 from fusou_compaction.local.postgres import PostgresServer
 from fusou_compaction.local.runner import LocalContext, LocalRunner, LocalStepFunctions
+from fusou_compaction.local.s3events import S3EventInvoker, notification_configuration
 from fusou_compaction.observability import logger
 from fusou_compaction.pipeline.definition import build_pipeline
 from fusou_compaction.ports.messaging import ReceivedMessage
 from fusou_compaction.settings import LOCAL_JWT_ISSUER, Settings
-from fusou_compaction.topology import QUEUES, bucket_name, dlq_name, queue_name
+from fusou_compaction.topology import (
+    QUEUES,
+    REGISTER,
+    bucket_name,
+    dlq_name,
+    queue_name,
+    register_retry_dlq_name,
+    register_retry_queue_name,
+)
 
 STEP_HANDLERS = {
     "validate": step_handlers.validate,
@@ -69,6 +80,11 @@ class StackOptions:
     lease_seconds: int = 900
     grace_period_seconds: int = 24 * 3600
     scheduled_claim_limit: int = 10
+    # A presigned upload's failed registration: Lambda retries after ~1 and ~2 min, the retry queue
+    # every 30 min; locally after these (seconds). The scheduled run's staging sweep waits as deployed.
+    register_async_retry_delay_seconds: float = 0.5
+    register_retry_visibility_seconds: int = 5
+    staging_min_age_seconds: int = 3600
     retry_backoff_base_seconds: int = 1800
     retry_backoff_max_seconds: int = 7 * 86_400
     run_daily_schedule: bool = True
@@ -267,9 +283,30 @@ class LocalStack:
             },
         )["QueueUrl"]
         self._sqs, self._queue_url, self._dlq_url, self._dlq_arn = sqs, queue_url, dlq_url, dlq_arn
-        self._queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
-            "QueueArn"
-        ]
+        self._queue_arn = self._arn(queue_url)
+        # Presigned uploads: the bucket notifies (moto: a local queue; AWS: the register function),
+        # and failed registrations go to the register-retry queue, which redrives to its own DLQ.
+        retry_dlq_url = sqs.create_queue(
+            QueueName=register_retry_dlq_name(o.stage), Attributes={"MessageRetentionPeriod": str(14 * 86400)}
+        )["QueueUrl"]
+        self._register_retry_url = sqs.create_queue(
+            QueueName=register_retry_queue_name(o.stage),
+            Attributes={
+                "VisibilityTimeout": str(REGISTER.retry_visibility_seconds),
+                "RedrivePolicy": json.dumps(
+                    {"deadLetterTargetArn": self._arn(retry_dlq_url), "maxReceiveCount": str(REGISTER.retry_receives)}
+                ),
+            },
+        )["QueueUrl"]
+        self._s3_events_url = sqs.create_queue(QueueName=f"{o.stage}-kc-compaction-local-s3-events")["QueueUrl"]
+        s3.put_bucket_notification_configuration(
+            Bucket=self._bucket,
+            NotificationConfiguration=notification_configuration(self._arn(self._s3_events_url), keys.STAGING_PREFIX),
+        )
+
+    def _arn(self, queue_url: str) -> str:
+        attributes = self._sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]
+        return str(attributes["QueueArn"])
 
     def _wire(self, database_url: str) -> None:
         assert self.aws is not None
@@ -293,6 +330,8 @@ class LocalStack:
             lease_seconds=o.lease_seconds,
             grace_period_seconds=o.grace_period_seconds,
             scheduled_claim_limit=o.scheduled_claim_limit,
+            register_retry_queue_url=self._register_retry_url,
+            staging_min_age_seconds=o.staging_min_age_seconds,
             retry_backoff_base_seconds=o.retry_backoff_base_seconds,
             retry_backoff_max_seconds=o.retry_backoff_max_seconds,
         )
@@ -308,6 +347,7 @@ class LocalStack:
             dlq=dlq,
             orchestrator=self.sfn,
             alerts=LogAlerts(),
+            register_retry=SqsQueue(self._sqs, self._register_retry_url),
         )
         use_dependencies(self.deps)
 
@@ -339,7 +379,24 @@ class LocalStack:
             region=self.aws.region,
             queue_arn=self._dlq_arn,
         )
-        for t in (consumer, dlq):
+        register_retry = QueuePoller(
+            "register-retry",
+            SqsQueue(self._sqs, self._register_retry_url),
+            register_handler.handler,
+            batch_size=1,
+            window_seconds=0,
+            retry_visibility_seconds=o.register_retry_visibility_seconds,
+            region=self.aws.region,
+            queue_arn=self._arn(self._register_retry_url),
+        )
+        s3_events = S3EventInvoker(
+            SqsQueue(self._sqs, self._s3_events_url),
+            register_handler.handler,
+            SqsQueue(self._sqs, self._register_retry_url),
+            retries=REGISTER.async_retries,
+            retry_delay_seconds=o.register_async_retry_delay_seconds,
+        )
+        for t in (consumer, dlq, register_retry, s3_events):
             t.start()
             self._threads.append(t)
 

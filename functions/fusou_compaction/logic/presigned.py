@@ -17,9 +17,10 @@ import base64
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, cast
+from urllib.parse import quote_plus
 from uuid import UUID, uuid4
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -33,8 +34,8 @@ from fusou_compaction.handlers.deps import Dependencies
 from fusou_compaction.logic.uploads import NotParquet, StoredFragment, store_fragment
 from fusou_compaction.observability import logger, metrics
 from fusou_compaction.pipeline.models import CompactionMessage
-from fusou_compaction.ports.messaging import Queue
-from fusou_compaction.ports.object_store import ObjectStore
+from fusou_compaction.ports.messaging import BatchEntry, Queue
+from fusou_compaction.ports.object_store import ObjectInfo, ObjectNotFound, ObjectStore
 from fusou_compaction.settings import Settings
 
 REGISTER_STEP = "RegisterUpload"
@@ -208,9 +209,118 @@ def register_staged_upload(deps: Dependencies, key: str) -> RegisterOutcome:
         stored = store_fragment(
             deps.catalog, deps.store, owner_id=ticket.owner_id, dataset_id=dataset_id, table=ticket.table, data=data
         )
+    except ObjectNotFound:
+        if deps.store.head(key) is None:  # handled meanwhile by another delivery (the sweep's, a retry)
+            return RegisterOutcome(key, "gone")
+        raise
     except (Rejected, NotParquet, DatasetForbidden, InvalidCatalogArgument, ValueError) as exc:
+        if isinstance(exc, Rejected) and deps.store.head(key) is None:
+            return RegisterOutcome(key, "gone")  # its ticket went with it: handled by another delivery
         return _reject(deps, key, str(exc), dataset_id=dataset_id, ticket=raw_ticket)
     deps.store.delete_many([key, ticket_key(key)])
     maybe_enqueue_realtime(deps.catalog, deps.queue, deps.settings, stored)
     metrics.add_metric(name="FragmentsUploaded", unit=MetricUnit.Count, value=1)
     return RegisterOutcome(key, "duplicate" if stored.duplicate else "registered", fragment=stored)
+
+
+STRANDED_CONDITION = "StrandedUpload"
+
+
+@dataclass
+class StrandedReport:
+    """What the scheduled run found in ``staging/`` and handed back to the register function."""
+
+    resent: list[str] = field(default_factory=list)
+    left_young: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def stranded_upload_record(bucket: str, region: str, info: ObjectInfo, *, now: datetime) -> str:
+    """What Lambda sends the register-retry queue when an S3 event's invocation fails for good (the
+    on-failure destination's record), for an upload whose event was lost: its S3 event again."""
+    age = int((now - info.last_modified).total_seconds())
+    event = {
+        "Records": [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": region,
+                "eventTime": info.last_modified.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+                "eventName": "ObjectCreated:Put",
+                "userIdentity": {"principalId": "fusou-compaction:scheduled"},
+                "requestParameters": {"sourceIPAddress": "s3.amazonaws.com"},
+                "responseElements": {"x-amz-request-id": "stranded-upload", "x-amz-id-2": "stranded-upload"},
+                "s3": {
+                    "s3SchemaVersion": "1.0",
+                    "configurationId": "stranded-upload-sweep",
+                    "bucket": {
+                        "name": bucket,
+                        "ownerIdentity": {"principalId": "fusou-compaction"},
+                        "arn": f"arn:aws:s3:::{bucket}",
+                    },
+                    # As S3 writes keys in its events (the handler unquotes them).
+                    "object": {
+                        "key": quote_plus(info.key, safe="/"),
+                        "size": info.size,
+                        "eTag": (info.etag or "").strip('"'),
+                    },
+                },
+            }
+        ]
+    }
+    return json.dumps(
+        {
+            "version": "1.0",
+            "timestamp": now.astimezone(UTC).isoformat(),
+            "requestContext": {"requestId": str(uuid4()), "condition": STRANDED_CONDITION, "approximateInvokeCount": 0},
+            "requestPayload": event,
+            "responsePayload": {
+                "errorType": STRANDED_CONDITION,
+                "errorMessage": f"still in staging/ {age} s after it landed: its S3 event was never registered",
+            },
+        }
+    )
+
+
+def resend_stranded_uploads(
+    deps: Dependencies, *, min_age: timedelta, now: datetime | None = None, max_objects: int = 1000
+) -> StrandedReport:
+    """Hand every presigned upload still in ``staging/`` after ``min_age`` back to the register
+    function, through its retry queue, as Lambda does with an event that failed.
+
+    An object stays in staging only until it is registered or rejected, so one still there this long
+    after it landed lost its S3 event (the catalog was down through Lambda's retries and the retry
+    queue's day, or the event never came). The register function validates it as the event would
+    have: a valid upload becomes a fragment once whoever delivers it first (a second delivery finds
+    it gone, or a duplicate by content), an invalid one is rejected and recorded. Run daily, this
+    reaches every upload well within the staging prefix's 2-day expiry. Younger objects are left to
+    their event."""
+    if deps.register_retry is None:
+        raise RuntimeError("no register-retry queue is configured (FUSOU_REGISTER_RETRY_QUEUE_URL)")
+    report = StrandedReport()
+    now = now or datetime.now(UTC)
+    cutoff = now - min_age
+    stranded: list[ObjectInfo] = []
+    for info in deps.store.list_objects(keys.STAGING_PREFIX):
+        if STAGING_KEY_RE.fullmatch(info.key) is None:
+            continue  # tickets, and anything else that is not an upload
+        if info.last_modified > cutoff:
+            report.left_young += 1
+        elif len(stranded) < max_objects:
+            stranded.append(info)
+    for start in range(0, len(stranded), 10):
+        chunk = {str(i): info for i, info in enumerate(stranded[start : start + 10])}
+        entries = [
+            BatchEntry(id=i, body=stranded_upload_record(deps.store.bucket, deps.settings.region, info, now=now))
+            for i, info in chunk.items()
+        ]
+        result = deps.register_retry.send_batch(entries)
+        report.resent.extend(chunk[i].key for i in result.sent)
+        report.errors.extend(f"{chunk[i].key}: {reason}" for i, reason in result.failed.items())
+    if report.resent:
+        metrics.add_metric(name="StrandedUploadsResent", unit=MetricUnit.Count, value=len(report.resent))
+        logger.warning(
+            "presigned uploads whose S3 event was lost were sent to the register function again",
+            extra={"keys": report.resent},
+        )
+    return report
