@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from fusou_compaction.handlers.deps import Needs, cold_start, dependencies
 from fusou_compaction.logic.dlq import handle_dlq_message
 from fusou_compaction.observability import logger, metrics, tracer
+from fusou_compaction.topology import QUEUES
 
 processor = BatchProcessor(event_type=EventType.SQS, model=SqsRecordModel)
 
@@ -24,6 +25,8 @@ def record_handler(record: SqsRecordModel) -> None:
             str(record.body),
             message_id=record.messageId,
             receive_count=int(receives) if receives else None,
+            max_receive_count=QUEUES.max_receive_count,  # the main queue's redrive policy (infra: queues)
+            source_arn=record.attributes.DeadLetterQueueSourceArn,
             catalog=deps.catalog,
             alerts=deps.alerts,
         )

@@ -25,7 +25,20 @@ class DlqRecord:
     message_id: str
 
 
-def describe(body: str, message_id: str, receive_count: int | None) -> DlqRecord:
+def moved_after(receive_count: int | None, max_receive_count: int, source_arn: str | None) -> int | None:
+    """How many receives made the queue move this message to the DLQ, or None if it did not.
+
+    SQS moves a message once it has been received ``maxReceiveCount`` times, and the count goes with
+    it: the DLQ's own receives are added on top (4 on the DLQ's first receive, more if the DLQ
+    function is retried), so the DLQ's ApproximateReceiveCount is never the count that moved it.
+    A message sent to the DLQ directly has no source and a count of its own receives only."""
+    moved = source_arn is not None or (receive_count is not None and receive_count > max_receive_count)
+    return max_receive_count if moved else None
+
+
+def describe(
+    body: str, message_id: str, receive_count: int | None, *, max_receive_count: int, source_arn: str | None = None
+) -> DlqRecord:
     """What a DLQ message says: a workflow failure envelope, or a message the consumer never took."""
     try:
         env = DlqEnvelope.model_validate_json(body)
@@ -40,15 +53,23 @@ def describe(body: str, message_id: str, receive_count: int | None) -> DlqRecord
     except ValidationError as exc:
         dataset_id = None
         reason = f"invalid message: {exc.errors()[0]['msg'] if exc.errors() else exc}"
-    tries = f" after {receive_count} receives" if receive_count else ""
+    receives = moved_after(receive_count, max_receive_count, source_arn)
+    tries = f" after {receives} receives" if receives else ""
     return DlqRecord(dataset_id, None, CONSUMER_STEP, f"{reason}{tries}", body, message_id)
 
 
 def handle_dlq_message(
-    body: str, *, message_id: str, receive_count: int | None, catalog: Catalog, alerts: Alerts
+    body: str,
+    *,
+    message_id: str,
+    receive_count: int | None,
+    max_receive_count: int,
+    source_arn: str | None = None,
+    catalog: Catalog,
+    alerts: Alerts,
 ) -> tuple[DlqRecord, bool]:
     """Returns the record and whether it was new (a redelivered DLQ message is recorded once)."""
-    rec = describe(body, message_id, receive_count)
+    rec = describe(body, message_id, receive_count, max_receive_count=max_receive_count, source_arn=source_arn)
     result = catalog.record_failure(
         source="dlq",
         error=rec.error,
