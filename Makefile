@@ -16,12 +16,14 @@ PY := .venv/bin/python
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup postgres test lint fmt typecheck bench demo synth build deploy destroy clean no-context-in-cdk-args
+.PHONY: help setup postgres test lint fmt typecheck bench demo synth build deploy destroy clean no-context-in-cdk-args mutate mutate-sql
 
 help:
 	@echo "make demo   - run the whole system on an embedded local stack (no AWS, no Docker)"
 	@echo "make test   - the whole test suite against real PostgreSQL and moto's server"
 	@echo "make lint   - ruff + mypy + checkov on the synthesized template"
+	@echo "make mutate - mutation testing (mutmut) per module; MODULE=logic for one; not part of make test"
+	@echo "make mutate-sql - mutation testing of the catalog's SQL functions; FUNCTIONS=commit_compaction for some"
 	@echo "make bench  - engine (3 shapes: tiny, medium, wide; cold processes) vs DuckDB and polars, then the pipeline"
 
 $(UV):
@@ -48,9 +50,16 @@ postgres:
 test: setup
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
+# Mutation testing: long (a module takes minutes to an hour), so never part of `make test` or CI.
+mutate: setup
+	$(PY) scripts/mutate.py $(MODULE)
+
+mutate-sql: setup
+	$(PY) scripts/mutate_sql.py $(FUNCTIONS)
+
 lint: .venv/.synced
-	.venv/bin/ruff check functions tests infra bench
-	.venv/bin/ruff format --check functions tests infra bench
+	.venv/bin/ruff check functions tests infra bench scripts
+	.venv/bin/ruff format --check functions tests infra bench scripts
 	.venv/bin/mypy
 	CDK_OUTDIR=build/lint-cdk.out $(PY) infra/app.py > /dev/null
 	$(UV) tool run --quiet --from checkov==$(CHECKOV_VERSION) checkov --skip-download --quiet --compact \

@@ -156,6 +156,7 @@ def run_module(
         [mutmut, "results", "--all", "true"], cwd=work, env=env, check=True, capture_output=True, text=True
     ).stdout
     statuses = dict(re.findall(r"^\s*(\S+): (.+)$", listing, flags=re.MULTILINE))
+    statuses = {k: v for k, v in statuses.items() if v != "not checked"}  # an interrupted run resumes
     killed = sum(1 for s in statuses.values() if s in ("killed", "timeout", "caught by type check"))
     survivors = sorted(k for k, s in statuses.items() if s in ("survived", "no tests", "suspicious"))
     print(f"\n== {name}: {len(statuses)} mutants in {time.monotonic() - started:.0f} s (work folder {work})")

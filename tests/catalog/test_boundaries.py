@@ -135,6 +135,7 @@ def test_a_replaced_object_is_garbage_only_once_its_grace_period_is_over(
     )
     listed = {g.id for g in world.catalog.list_garbage()}
     assert listed == ({f.id for f in frags} if garbage else set())
+    assert len(world.catalog.list_garbage(limit=1)) == (1 if garbage else 0)
     # And once their objects are deleted, they are never listed again
     if garbage:
         assert world.catalog.mark_objects_deleted([f.id for f in frags]) == 2

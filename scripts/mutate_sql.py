@@ -1,0 +1,257 @@
+"""Mutation testing of the catalog's SQL functions (``make mutate-sql``).
+
+Each mutant changes one comparison or condition on one line of one function in the migrations
+(``<`` for ``<=``, ``OR`` for ``AND``, ``IS NULL`` for ``IS NOT NULL``, ``EXISTS`` for
+``NOT EXISTS``, ...). For each, the migrations as mutated are applied to a new database on one
+PostgreSQL server, and the catalog tests run against it (``tests/conftest.py`` takes the server and
+the template from the environment), the tests that name the function first, stopping at the first
+failure. A mutant the migrations refuse (a syntax error) is stillborn and not counted.
+
+    .venv/bin/python scripts/mutate_sql.py                       # every function listed below
+    .venv/bin/python scripts/mutate_sql.py commit_compaction     # some of them
+    .venv/bin/python scripts/mutate_sql.py --list                # the mutants, without running them
+
+Prints one line per mutant and a table per function; exits 1 if any mutant survived. Mutates the
+migrations of the last commit (``--worktree``: the files as they are now).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS = "infra/supabase/migrations"
+# The functions whose conditions keep the catalog's promises (issue 20), and the helpers they use.
+FUNCTIONS = (
+    "commit_compaction",
+    "register_fragment",
+    "claim_pending_datasets",
+    "release_claims",
+    "acquire_lease",
+    "release_lease",
+    "record_run_status",
+    "record_failure",
+    "sweep_expired_leases",
+    "list_garbage",
+    "mark_objects_deleted",
+    "find_orphans",
+    "find_fragment",
+    "_retry_due_at",
+    "_count_run_outcome",
+)
+# (pattern, replacement, name): applied to one occurrence at a time.
+OPERATORS: tuple[tuple[str, str, str], ...] = (
+    (r"(?<![<>!:=])<=(?![>=])", ">", "<= → >"),
+    (r"(?<![<>!:=])<=(?![>=])", "<", "<= → <"),
+    (r"(?<![<>!:=])>=", "<", ">= → <"),
+    (r"(?<![<>!:=])>=", ">", ">= → >"),
+    (r"(?<![<>!:=-])<(?![=>])", "<=", "< → <="),
+    (r"(?<![<>!:=-])<(?![=>])", ">=", "< → >="),
+    (r"(?<![<>!:=-])>(?![=>])", ">=", "> → >="),
+    (r"(?<![<>!:=-])>(?![=>])", "<=", "> → <="),
+    (r"<>", "=", "<> → ="),
+    (r"(?<![<>!:=])=(?![>=])", "<>", "= → <>"),
+    (r"\bIS NOT NULL\b", "IS NULL", "IS NOT NULL → IS NULL"),
+    (r"\bIS NULL\b", "IS NOT NULL", "IS NULL → IS NOT NULL"),
+    (r"\bIS DISTINCT FROM\b", "IS NOT DISTINCT FROM", "IS DISTINCT FROM → IS NOT DISTINCT FROM"),
+    (r"\bNOT EXISTS\b", "EXISTS", "NOT EXISTS → EXISTS"),
+    (r"(?<!NOT )\bEXISTS\b", "NOT EXISTS", "EXISTS → NOT EXISTS"),
+    (r"\bAND\b", "OR", "AND → OR"),
+    (r"\bOR\b(?! REPLACE)", "AND", "OR → AND"),
+    (r"\bIF NOT FOUND\b", "IF FOUND", "IF NOT FOUND → IF FOUND"),
+    (r"\bIF FOUND\b", "IF NOT FOUND", "IF FOUND → IF NOT FOUND"),
+    (r"\bgreatest\(", "least(", "greatest → least"),
+    (r"\bleast\(", "greatest(", "least → greatest"),
+    (r"\bSKIP LOCKED\b", "", "SKIP LOCKED → (waits)"),
+    (r"\bFOR UPDATE\b", "", "FOR UPDATE → (no lock)"),
+)
+
+
+@dataclass(frozen=True)
+class Mutant:
+    number: int
+    file: str
+    line: int  # 1-based, in the file
+    function: str
+    operator: str
+    before: str
+    after: str
+
+
+def read_migrations(worktree: bool) -> dict[str, str]:
+    if worktree:
+        return {p.name: p.read_text() for p in sorted((ROOT / MIGRATIONS).glob("*.sql"))}
+    names = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-tree", "--name-only", "HEAD", f"{MIGRATIONS}/"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    return {
+        Path(n).name: subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"HEAD:{n}"], check=True, capture_output=True, text=True
+        ).stdout
+        for n in names
+        if n.endswith(".sql")
+    }
+
+
+FUNCTION_START = re.compile(r"^CREATE (?:OR REPLACE )?FUNCTION (\w+)\(", re.IGNORECASE)
+
+
+def function_lines(text: str) -> list[tuple[int, str]]:
+    """(line index, function name) for every line inside a function's body."""
+    out: list[tuple[int, str]] = []
+    current: str | None = None
+    dollars = 0
+    for i, line in enumerate(text.splitlines()):
+        m = FUNCTION_START.match(line)
+        if m:
+            current, dollars = m.group(1), 0
+        if current is None:
+            continue
+        out.append((i, current))
+        dollars += line.count("$$")
+        if dollars >= 2 and line.rstrip().endswith(";"):
+            current = None
+    return out
+
+
+def generate(migrations: dict[str, str], functions: tuple[str, ...]) -> list[Mutant]:
+    # Only a function's last definition counts: a later migration's CREATE OR REPLACE wins.
+    last = {f: name for name, text in migrations.items() for _, f in function_lines(text)}
+    mutants: list[Mutant] = []
+    for name, text in migrations.items():
+        lines = text.splitlines()
+        for i, function in function_lines(text):
+            line = lines[i]
+            code = line.split("--", 1)[0]
+            if function not in functions or last[function] != name or not code.strip() or FUNCTION_START.match(line):
+                continue
+            if re.search(r"\bRAISE\b|\bMESSAGE\b|format\(|^\s*(RETURNS|LANGUAGE)\b", code):
+                continue  # messages and signatures: not conditions
+            for pattern, replacement, operator in OPERATORS:
+                for m in re.finditer(pattern, code):
+                    after = code[: m.start()] + replacement + code[m.end() :] + line[len(code) :]
+                    mutants.append(
+                        Mutant(len(mutants) + 1, name, i + 1, function, operator, line.strip(), after.strip())
+                    )
+    return mutants
+
+
+def apply(migrations: dict[str, str], mutant: Mutant, into: Path) -> None:
+    for name, text in migrations.items():
+        lines = text.splitlines(keepends=True)
+        if name == mutant.file:
+            original = lines[mutant.line - 1]
+            indent = original[: len(original) - len(original.lstrip())]
+            lines[mutant.line - 1] = indent + mutant.after + "\n"
+        (into / name).write_text("".join(lines))
+
+
+def tests_for(function: str) -> list[str]:
+    catalog_tests = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "catalog").glob("test_*.py"))
+    naming = [t for t in catalog_tests if function.lstrip("_") in (ROOT / t).read_text()]
+    return naming + [t for t in catalog_tests if t not in naming]
+
+
+def run_one(mutant: Mutant, migrations: dict[str, str], pg: object, env: dict[str, str]) -> str:
+    import psycopg
+
+    from fusou_compaction.catalog.migrate import migrate
+
+    database = f"sqlmut_{mutant.number}"
+    url = pg.url_for(database)  # type: ignore[attr-defined]
+    with psycopg.connect(pg.url, autocommit=True) as conn:  # type: ignore[attr-defined]
+        conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {database}")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            apply(migrations, mutant, Path(tmp))
+            try:
+                migrate(url, Path(tmp))
+            except psycopg.Error:
+                return "stillborn"
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-p",
+                "no:cacheprovider",
+                "-q",
+                "-x",
+                "--timeout=120",
+                *tests_for(mutant.function),
+            ],
+            cwd=ROOT,
+            env={**env, "FUSOU_TEST_CATALOG_TEMPLATE": database},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return "survived" if done.returncode == 0 else "killed" if done.returncode == 1 else f"error {done.returncode}"
+    finally:
+        with psycopg.connect(pg.url, autocommit=True) as conn:  # type: ignore[attr-defined]
+            conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("functions", nargs="*", help="some of the functions (default: all listed in the script)")
+    parser.add_argument("--list", action="store_true", help="print the mutants and stop")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--worktree", action="store_true", help="mutate the work tree's migrations")
+    args = parser.parse_args()
+    functions = tuple(args.functions) or FUNCTIONS
+    migrations = read_migrations(args.worktree)
+    mutants = generate(migrations, functions)
+    if args.list:
+        for m in mutants:
+            print(f"{m.number:4} {m.file}:{m.line} {m.function} [{m.operator}]  {m.after}")
+        return 0
+
+    sys.path.insert(0, str(ROOT / "functions"))
+    import psycopg
+
+    from fusou_compaction.local.postgres import PostgresServer
+
+    results: dict[int, str] = {}
+    with PostgresServer() as pg:
+        # Roles are the cluster's, not a database's: created once here, before mutants race for them.
+        from fusou_compaction.catalog.migrate import migrate
+
+        with psycopg.connect(pg.url, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE sqlmut_base")
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, text in migrations.items():
+                (Path(tmp) / name).write_text(text)
+            migrate(pg.url_for("sqlmut_base"), Path(tmp))
+        env = {**os.environ, "FUSOU_TEST_PG_PORT": str(pg.port)}
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            futures = {m.number: pool.submit(run_one, m, migrations, pg, env) for m in mutants}
+            for m in mutants:
+                results[m.number] = futures[m.number].result()
+                print(f"{results[m.number]:>9}  #{m.number} {m.file}:{m.line} {m.function} [{m.operator}]  {m.after}")
+                sys.stdout.flush()
+
+    print("\nfunction                  killed  survived  stillborn")
+    for function in dict.fromkeys(m.function for m in mutants):
+        counts = Counter(results[m.number] for m in mutants if m.function == function)
+        print(f"{function:25} {counts['killed']:6} {counts['survived']:9} {counts['stillborn']:10}")
+    survivors = [m for m in mutants if results[m.number] != "killed" and results[m.number] != "stillborn"]
+    print(f"\n{len(mutants)} mutants: {len(mutants) - len(survivors)} killed or stillborn, {len(survivors)} left")
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
