@@ -52,7 +52,10 @@ PIPELINE_TESTS = ("tests/pipeline/test_steps.py", "tests/pipeline/test_adapters_
 MODULES: dict[str, Module] = {
     "logic": Module(("logic/*",), (*API_TESTS, *PIPELINE_TESTS, "tests/pipeline/test_boundaries.py")),
     "catalog": Module(("catalog/*",), ("tests/catalog",)),
-    "planner": Module(("engine/planner.py",), ("tests/engine/test_engine_planner.py",)),
+    "planner": Module(
+        ("engine/planner.py",),
+        ("tests/engine/test_engine_planner.py", "tests/engine/test_engine_planner_boundaries.py"),
+    ),
     "schema": Module(("engine/schema.py",), ("tests/engine/test_engine_schema.py", "tests/catalog/test_schemas.py")),
     "read": Module(
         ("engine/read.py", "engine/rowcount.py"),
