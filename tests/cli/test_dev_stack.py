@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,10 +38,10 @@ def port_open(url: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def dev_stack(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, Any], Path]]:
-    data_dir = tmp_path_factory.mktemp("dev")
+def dev_stack() -> Iterator[tuple[subprocess.Popen[bytes], dict[str, Any], Path]]:
+    # Not under pytest's 0700 tmp dirs: as root, PostgreSQL runs as `postgres`, which must reach it.
+    data_dir = Path(tempfile.mkdtemp(prefix="fusou-dev-"))
+    data_dir.chmod(0o755)
     # Files, not pipes: a pipe nobody drains fills up and blocks the stack's logging.
     out, errs = data_dir / "stdout", data_dir / "stderr"
     with out.open("wb") as o, errs.open("wb") as e:
@@ -64,6 +65,7 @@ def dev_stack(
     yield proc, json.loads(path.read_text()), path
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
+    subprocess.run(["rm", "-rf", str(data_dir)], check=False)
 
 
 def test_endpoints_json_has_every_documented_key(dev_stack: tuple[Any, dict[str, Any], Path]) -> None:

@@ -16,7 +16,12 @@ from fusou_compaction.local.postgres import PostgresUnavailable
 
 @app.command("dev")
 def dev(
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="where endpoints.json is written")] = Path(".fusou"),
+    data_dir: Annotated[
+        Path,
+        typer.Option(
+            "--data-dir", help="holds the catalog, the objects and endpoints.json; started again on it, resumes"
+        ),
+    ] = Path(".fusou"),
     api_port: Annotated[int, typer.Option("--api-port", help="0 = any free port")] = 0,
     aws_port: Annotated[int, typer.Option("--aws-port", help="moto server port; 0 = any free port")] = 0,
     pg_port: Annotated[int, typer.Option("--pg-port", help="PostgreSQL port; 0 = any free port")] = 0,
@@ -29,7 +34,7 @@ def dev(
         signal.signal(sig, lambda *_: stop.set())
     # A parent may start us with these blocked (the mask survives exec): Ctrl-C must still work.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-    options = StackOptions(data_dir=data_dir, api_port=api_port, aws_port=aws_port, pg_port=pg_port)
+    options = StackOptions(data_dir=data_dir, api_port=api_port, aws_port=aws_port, pg_port=pg_port, persist=True)
     try:
         stack = LocalStack(options).start()
     except PostgresUnavailable as exc:

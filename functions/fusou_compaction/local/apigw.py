@@ -169,6 +169,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
         logger.debug("local api " + format % args)
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: a burst of clients (500 desktop uploads at once)
+    # overflowed it and had connections reset. API Gateway takes them all; so does the kernel's
+    # accept queue at this size (capped by net.core.somaxconn, 4096 on current kernels).
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 class LocalApiGateway:
     def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
         self.host = host
@@ -208,8 +216,7 @@ class LocalApiGateway:
 
     def start(self) -> LocalApiGateway:
         handler = type("Handler", (_RequestHandler,), {"gateway": self})
-        self._server = ThreadingHTTPServer((self.host, self.port), handler)
-        self._server.daemon_threads = True
+        self._server = _Server((self.host, self.port), handler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="local-api", daemon=True)
         self._thread.start()
         return self

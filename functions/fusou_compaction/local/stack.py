@@ -6,7 +6,9 @@ Lambda's event source mappings, the local runner for Step Functions, a timer for
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import secrets
 import threading
 import time
@@ -35,9 +37,10 @@ from fusou_compaction.handlers import steps as step_handlers
 from fusou_compaction.handlers.deps import Dependencies, use_dependencies
 from fusou_compaction.local.aws import LocalAws
 from fusou_compaction.local.endpoints import Endpoints
-from fusou_compaction.local.postgres import PostgresServer
+from fusou_compaction.local.postgres import PostgresServer, reachable_by_server
 from fusou_compaction.local.runner import LocalContext, LocalRunner, LocalStepFunctions
 from fusou_compaction.local.s3events import S3EventInvoker, notification_configuration
+from fusou_compaction.local.s3persist import KeptBucket, moto_s3_backend
 from fusou_compaction.observability import logger
 from fusou_compaction.pipeline.definition import build_pipeline
 from fusou_compaction.ports.messaging import ReceivedMessage
@@ -89,6 +92,26 @@ class StackOptions:
     retry_backoff_max_seconds: int = 7 * 86_400
     run_daily_schedule: bool = True
     serve_api: bool = True
+    # Keep the catalog (PostgreSQL's data directory) and the bucket's objects under data_dir, so a
+    # stack started again on it resumes, even after kill -9 (`dev`); otherwise both are throwaway.
+    persist: bool = False
+
+
+def catalog_dir(data_dir: Path) -> Path:
+    """Where a kept stack's PostgreSQL lives: ``data_dir/catalog``. As root the server runs as the
+    ``postgres`` user; if that user cannot reach data_dir (under /root, say), the cluster lives in
+    /var/tmp under a name derived from data_dir, and ``data_dir/catalog`` links to it."""
+    wanted = data_dir / "catalog"
+    if wanted.is_symlink() or wanted.exists() or reachable_by_server(data_dir):
+        return wanted
+    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
+    elsewhere = Path("/var/tmp") / f"fusou-catalog-{digest}"  # noqa: S108 (a fixed, per-data-dir name)
+    elsewhere.mkdir(mode=0o700, exist_ok=True)
+    wanted.symlink_to(elsewhere, target_is_directory=True)
+    logger.warning(
+        f"the postgres user cannot reach {data_dir}: the catalog is kept in {elsewhere} ({wanted} links to it)"
+    )
+    return wanted
 
 
 class QueuePoller(threading.Thread):
@@ -237,17 +260,29 @@ class LocalStack:
     sfn: LocalStepFunctions | None = None
     _threads: list[Any] = field(default_factory=list)
     _api: Any = None
+    _kept: KeptBucket | None = None
+    restored_objects: int = 0
 
     def start(self) -> LocalStack:
         o = self.options
         # The local runner calls handlers that emit no metric on some paths; that is fine here.
         warnings.filterwarnings("ignore", message="No application metrics to publish")
         try:
-            self.pg = PostgresServer(port=o.pg_port).start()
+            data_dir = o.data_dir.resolve()
+            if o.persist:
+                data_dir.mkdir(parents=True, exist_ok=True)
+                self.pg = PostgresServer(base_dir=catalog_dir(data_dir), port=o.pg_port).start()
+            else:
+                self.pg = PostgresServer(port=o.pg_port).start()
             self.aws = LocalAws(port=o.aws_port).start()
             database_url = self.pg.url
-            migrate(database_url)
+            migrate(database_url)  # applies only what a kept catalog does not have yet
             self._create_aws_resources()
+            if o.persist:
+                self._kept = KeptBucket(data_dir / "s3", self._bucket)
+                backend = moto_s3_backend()
+                self.restored_objects = self._kept.restore(backend)
+                self._kept.install(backend)
             self._wire(database_url)
             if o.serve_api:
                 self._start_api()
@@ -311,8 +346,10 @@ class LocalStack:
     def _wire(self, database_url: str) -> None:
         assert self.aws is not None
         o = self.options
-        self._admin_token = secrets.token_urlsafe(24)
-        self._jwt_secret = secrets.token_urlsafe(32)
+        # A kept stack keeps its secrets too: tokens minted before a restart still work.
+        previous = self._previous_endpoints() if o.persist else {}
+        self._admin_token = previous.get("admin_token") or secrets.token_urlsafe(24)
+        self._jwt_secret = previous.get("jwt_secret") or secrets.token_urlsafe(32)
         settings = Settings(
             stage=o.stage,
             region=self.aws.region,
@@ -403,6 +440,14 @@ class LocalStack:
     def run_scheduled(self) -> dict[str, Any]:
         return scheduled_handler.handler(scheduled_event(), LocalContext(function_name="scheduled"))  # type: ignore[no-any-return]
 
+    def _previous_endpoints(self) -> dict[str, Any]:
+        path = self.options.data_dir / "endpoints.json"
+        try:
+            found = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return found if isinstance(found, dict) else {}
+
     def write_endpoints(self) -> Path:
         assert self.aws is not None and self.pg is not None
         self.endpoints = Endpoints(
@@ -418,8 +463,12 @@ class LocalStack:
         )
         path = self.options.data_dir / "endpoints.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.endpoints.to_json_dict(), indent=2) + "\n")
-        path.chmod(0o600)  # it holds the stack's admin token and signing secret
+        # It holds the stack's admin token and signing secret: readable by its owner only, from the start.
+        tmp = path.with_name(f".endpoints.{os.getpid()}.json")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(self.endpoints.to_json_dict(), indent=2) + "\n")
+        os.replace(tmp, path)
         return path.resolve()
 
     def stop(self) -> None:
@@ -436,6 +485,9 @@ class LocalStack:
         if self.deps is not None:
             self.deps.catalog.close()
             use_dependencies(None)
+        if self._kept is not None:
+            self._kept.uninstall()
+            self._kept = None
         if self.aws is not None:
             self.aws.stop()
         if self.pg is not None:
