@@ -53,3 +53,22 @@ class UnsupportedInputError(EngineError):
 
     def __reduce__(self) -> tuple[type[UnsupportedInputError], tuple[str, str, str, str]]:
         return (UnsupportedInputError, (self.input_id, self.path, self.column, self.reason))
+
+
+class DecodeBudgetError(EngineError):
+    """An input holds a value (or a row, or a dictionary) too big to decode within the memory one
+    decode may take (engine/read.py), however it is sliced: e.g. one string of 2 GB.
+
+    Its footer says so before anything is decoded, or a batch of one row measured past the limit.
+    Retrying will not help, and the other inputs are fine: the pipeline can quarantine this one.
+    """
+
+    def __init__(self, input_id: str, path: str, column: str, reason: str) -> None:
+        super().__init__(f'input {input_id} ({path}) is too big to decode: column "{column}" {reason}')
+        self.input_id = input_id
+        self.path = path
+        self.column = column
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[DecodeBudgetError], tuple[str, str, str, str]]:
+        return (DecodeBudgetError, (self.input_id, self.path, self.column, self.reason))

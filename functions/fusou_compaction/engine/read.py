@@ -20,9 +20,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pyarrow._parquet import ParquetReader as _ArrowParquetReader
 
-from fusou_compaction.engine.errors import CorruptInputError, EngineError, SchemaCastError
-from fusou_compaction.engine.planner import InputFile
-from fusou_compaction.engine.rowcount import RowCountMismatch, check_decoded, count_rows
+from fusou_compaction.engine.errors import CorruptInputError, DecodeBudgetError, EngineError, SchemaCastError
+from fusou_compaction.engine.planner import InputFile, MiB
+from fusou_compaction.engine.rowcount import FooterRows, RowCountMismatch, check_decoded, count_rows
 from fusou_compaction.engine.schema import (
     READ_SCHEMA_DEPTH,
     conform_table,
@@ -30,6 +30,8 @@ from fusou_compaction.engine.schema import (
     merge_schemas,
     schema_fingerprint,
 )
+from fusou_compaction.engine.thrift_compact import ThriftError
+from fusou_compaction.engine.thrift_compact import _Reader as _ThriftReader
 from fusou_compaction.engine.tuning import MergeTuning
 
 
@@ -48,6 +50,9 @@ class Footer:
     # The parsed footer (~30 KB in memory) is kept only for inputs read row group by row group
     # and the first MergeTuning.cached_footers inputs; the rest are parsed again when fetched.
     metadata: pq.FileMetaData | None
+    # Per row group, the Arrow bytes its column chunks say it decodes to (decoded_bytes); None
+    # when the footer bounds the whole input below _DECODE_LIMIT (FooterRows.decode_bounds).
+    decoded: tuple[int, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -117,16 +122,17 @@ def _parse_footer(fs: pafs.FileSystem, inp: InputFile) -> tuple[pq.FileMetaData,
         raise _corrupt(inp, exc) from exc
 
 
-def _footer_rows(inp: InputFile, md: pq.FileMetaData) -> int:
+def _footer_rows(inp: InputFile, md: pq.FileMetaData) -> FooterRows:
     """The input's rows counted from its row groups (never the file-level count alone: see
     engine/rowcount.py), checked against the catalog's count when the caller gave one."""
     try:
-        rows = count_rows(md).total
+        counted = count_rows(md)
     except RowCountMismatch as exc:
         raise CorruptInputError(inp.id, inp.path, str(exc)) from exc
+    rows = counted.total
     if inp.row_count is not None and inp.row_count != rows:
         raise CorruptInputError(inp.id, inp.path, f"row groups hold {rows} rows, catalog says {inp.row_count}")
-    return rows
+    return counted
 
 
 def _check_decoded(inp: InputFile, expected: int, decoded: int, where: str) -> None:
@@ -141,12 +147,105 @@ def _row_groups(md: pq.FileMetaData) -> tuple[tuple[int, int], ...]:
     return tuple((rg.num_rows, rg.total_byte_size) for rg in groups)
 
 
+# What an input decodes to, from its footer. Parquet's uncompressed page bytes (total_byte_size)
+# understate runs of one value, a repeated dictionary string or huge lists by orders of
+# magnitude: 154 bytes of file holding one int64 value 2^29 times decode to 4 GiB. Such an input
+# read whole, or in slices sized from those bytes, took the process out of memory.
+#
+# The most one decode (a whole input, a row group, a slice of rows) may take. Inputs whose footer
+# says more are read in slices sized to stay well below it; a row or a single value past it
+# cannot be sliced and is refused (DecodeBudgetError). 64 MiB: one row that size, its copy in the
+# output row group and its encoding stay within the ~300 MB a bin of ordinary data peaks at.
+_DECODE_LIMIT = 64 * MiB
+# Where the learned ratio (see _pieces) says an input decodes to this many times less than its
+# footer does, the footer is what it is charged: the ratio knows ordinary data (the footer
+# estimates it within 1.0-1.6x of its Arrow bytes on this lake's tables), not a bomb.
+_FOOTER_TRUST = 8
+_WIDTHS = {"BOOLEAN": 1, "INT32": 4, "INT64": 8, "INT96": 12, "FLOAT": 4, "DOUBLE": 8}
+
+
+def decoded_bytes(md: pq.FileMetaData, index: int) -> tuple[int, tuple[str, str] | None]:
+    """What row group ``index`` decodes to, in Arrow bytes, estimated from its column chunks; and
+    (column, reason) when its footer alone shows a row or a value that cannot fit _DECODE_LIMIT.
+
+    A fixed-width column counts its width per value (Arrow keeps a slot per value, null or not:
+    so rows x width is a floor). A string column counts its offsets and its pages, and, when its
+    values come from a dictionary, each value as long as the longer of its min and max statistics
+    (or, without them, as long as its whole chunk, the only bound the footer gives: such an input
+    is read in small slices that grow on what they measure). Never less than Parquet's bytes.
+    """
+    rg = md.row_group(index)
+    total = fixed = widest = 0
+    refusal: tuple[str, str] | None = None
+    widest_column = ""
+    for j in range(rg.num_columns):
+        col = rg.column(j)
+        values, pages, kind = col.num_values, col.total_uncompressed_size, col.physical_type
+        width = _WIDTHS.get(kind)
+        if width is None and kind == "FIXED_LEN_BYTE_ARRAY":
+            width = md.schema.column(j).length
+        if width is not None:
+            est = values * width
+            fixed += est
+            if est > widest:
+                widest, widest_column = est, col.path_in_schema
+        else:
+            est = 4 * values + pages
+            if col.has_dictionary_page:
+                stats = col.statistics
+                low, high = (stats.min_raw, stats.max_raw) if stats is not None and stats.has_min_max else (None, None)
+                known = low is not None and high is not None
+                longest = max(len(low), len(high)) if low is not None and high is not None else pages
+                est += values * longest
+                if known and longest > _DECODE_LIMIT:
+                    refusal = (col.path_in_schema, f"holds a value of {longest} bytes")
+        # More page bytes than the limit per value: some value (or the dictionary the values
+        # come from, which is decoded whole) is past it.
+        if refusal is None and pages > _DECODE_LIMIT * max(1, values):
+            refusal = (col.path_in_schema, f"holds {pages} bytes of pages for {values} values")
+        total += max(est, pages)
+    rows = rg.num_rows
+    if refusal is None and rows > 0 and fixed // rows > _DECODE_LIMIT:
+        refusal = (widest_column, f"holds rows of {fixed // rows} bytes of values each")
+    return total, refusal
+
+
+def _footer_decoded(inp: InputFile, md: pq.FileMetaData, counted: FooterRows) -> tuple[int, ...] | None:
+    """Footer.decoded for an input; raises DecodeBudgetError for one that can never be decoded."""
+    if sum(counted.decode_bounds) <= _DECODE_LIMIT:
+        return None  # ordinary fragments: nothing more to look at
+    out: list[int] = []
+    for i in range(md.num_row_groups):
+        est, refusal = decoded_bytes(md, i)
+        if refusal is not None:
+            column, reason = refusal
+            raise DecodeBudgetError(inp.id, inp.path, column, f"in row group {i} {reason}: {_past_limit()}")
+        out.append(est)
+    return tuple(out)
+
+
+def _past_limit() -> str:
+    return f"past the {_DECODE_LIMIT // MiB} MiB one decode may take"
+
+
+def _dictionary_page_bytes(f: pa.NativeFile, offset: int) -> int | None:
+    """The uncompressed size of the (dictionary) page at ``offset``, from its page header."""
+    try:
+        f.seek(offset)
+        header = _ThriftReader(f.read(1024)).struct({})
+    except (ThriftError, OSError):
+        return None  # the decode will say what is wrong with the file
+    size = header.get(2)  # PageHeader.uncompressed_page_size
+    return size if isinstance(size, int) else None
+
+
 def read_footer(fs: pafs.FileSystem, inp: InputFile, keep: bool, schemas: SchemaInterner) -> Footer:
     md, schema = _parse_footer(fs, inp)
-    rows = _footer_rows(inp, md)
+    counted = _footer_rows(inp, md)
+    decoded = _footer_decoded(inp, md, counted)
     row_groups = _row_groups(md)
     keep = keep or len(row_groups) > 1
-    return Footer(inp, rows, row_groups, schemas.intern(schema), md if keep else None)
+    return Footer(inp, counted.total, row_groups, schemas.intern(schema), md if keep else None, decoded)
 
 
 def read_footers(
@@ -179,6 +278,16 @@ class SchemaMiss(EngineError):
         self.input_id = input_id
 
 
+class _FootersFirst(SchemaMiss):
+    """Known schema: an input judged small by its file size, whose footer says it decodes past
+    _DECODE_LIMIT. The bin starts over footers first, as for a schema miss (compact_bin), and
+    that input is then read in slices."""
+
+    def __init__(self, input_id: str) -> None:
+        super().__init__(input_id)
+        self.args = (f"input {input_id} decodes past {_DECODE_LIMIT // MiB} MiB: its footer is read first",)
+
+
 class KnownSchema:
     """A unified schema the caller vouches for (the catalog's), and which input schemas fit it.
 
@@ -204,10 +313,17 @@ class KnownSchema:
         return known
 
 
-def _decoded_estimate(footer: Footer, row_groups: Sequence[int]) -> int:
-    # Parquet's uncompressed size: a lower bound of the decoded size, scaled by a learned ratio.
+def _decoded_estimate(footer: Footer, row_groups: Sequence[int], ratio: float) -> int:
+    # Parquet's uncompressed size: a lower bound of the decoded size, scaled by a learned ratio;
+    # unless the footer says far more (_FOOTER_TRUST) or more than one decode may take: then
+    # that, divided by the ratio that scales it back (so such a row group is read in slices).
     sizes = footer.row_groups or ()
-    return sum(sizes[i][1] for i in row_groups) or 1
+    est = sum(sizes[i][1] for i in row_groups) or 1
+    if footer.decoded is not None:
+        said = sum(footer.decoded[i] for i in row_groups)
+        if said > _FOOTER_TRUST * est * ratio or said > _DECODE_LIMIT:
+            return max(est, int(said / ratio) + 1)
+    return est
 
 
 @dataclass(slots=True)
@@ -248,17 +364,22 @@ class Reader:
         # Known schema: rows per input, learnt when its footer is read (there is no phase 1).
         self.rows: dict[str, int] = {}
 
-    def _check(self, inp: InputFile, md: pq.FileMetaData, schema: pa.Schema) -> int:
-        """What phase 1 checks, for an input whose footer is read only now (known schema); its rows."""
-        rows = _footer_rows(inp, md)
-        self.rows[inp.id] = rows
+    def _check(self, inp: InputFile, md: pq.FileMetaData) -> tuple[int, tuple[int, ...] | None]:
+        """What phase 1 checks of a footer, for an input whose footer is read only now (known
+        schema), before anything is decoded: its rows, and what it decodes to (Footer.decoded)."""
+        counted = _footer_rows(inp, md)
+        self.rows[inp.id] = counted.total
+        return counted.total, _footer_decoded(inp, md, counted)
+
+    def _fits(self, inp: InputFile, rows: int, schema: pa.Schema) -> None:
+        """The rest of what phase 1 checks: that the input fits the known schema."""
         if rows > 0 and self._known is not None and not self._known.fits(schema):
             raise SchemaMiss(inp.id)
-        return rows
 
     def _load_footer(self, footer: Footer) -> None:
         md, schema = _parse_footer(self._fs, footer.input)
-        footer.num_rows = self._check(footer.input, md, schema)
+        footer.num_rows, footer.decoded = self._check(footer.input, md)
+        self._fits(footer.input, footer.num_rows, schema)
         footer.row_groups, footer.metadata = _row_groups(md), md
 
     def _whole_raw(self, footer: Footer) -> pa.Table:
@@ -270,13 +391,21 @@ class Reader:
             # The footer we already parsed is reused when kept; over a buffer, pyarrow's reader is
             # ~30% cheaper per small file than pq.read_table (no dataset machinery).
             reader = open_parquet(pa.BufferReader(buf), footer.metadata)
-            table: pa.Table = reader.read_all(use_threads=False)
-            # Known schema: this footer was not read before. The decoded table's schema is the
-            # footer's Arrow schema: checking it spares a second conversion (schema_arrow),
-            # ~0.05 ms per fragment. A misfit is decoded for nothing, but then the whole bin
-            # starts over anyway.
+            # Known schema: this footer was not read before. Its rows and what it decodes to are
+            # checked before decoding: an input judged small by its file size that decodes past
+            # the limit starts the bin over, footers first (_FootersFirst).
             known = footer.row_groups is None
-            expected = self._check(inp, reader.metadata, table.schema) if known else footer.num_rows
+            expected = footer.num_rows
+            if known:
+                expected, decoded = self._check(inp, reader.metadata)
+                if decoded is not None and sum(decoded) > _DECODE_LIMIT:
+                    raise _FootersFirst(inp.id)
+            table: pa.Table = reader.read_all(use_threads=False)
+            # The decoded table's schema is the footer's Arrow schema: checking it spares a second
+            # conversion (schema_arrow), ~0.05 ms per fragment. A misfit is decoded for nothing,
+            # but then the whole bin starts over anyway.
+            if known:
+                self._fits(inp, expected, table.schema)
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise _corrupt(inp, exc) from exc
         _check_decoded(inp, expected, table.num_rows, "the file")
@@ -338,23 +467,61 @@ class Reader:
 
     def _huge_row_group(self, footer: Footer, index: int, schema: pa.Schema) -> Iterator[pa.Table]:
         # A row group bigger than our budget is decoded in slices, page by page, on this thread.
+        # Slices are sized from Parquet's bytes per row, unless the footer says rows decode to far
+        # more than those (runs of one value, a repeated dictionary string, huge lists): then they
+        # start at one row and grow, at most 8x a slice, up to what the last one measured once
+        # conformed (pyarrow takes a new batch size between batches). Not from the footer's
+        # estimate: a dictionary string column's statistics say nothing of its longest value.
+        # Small slices are also faster: pyarrow decoded 4 GiB of one int64 value in 0.6 s in
+        # 3 MiB batches, 5.9 s in 24 MiB ones. A slice of one row past the limit is refused.
         inp = footer.input
         rg_rows, rg_bytes = (footer.row_groups or ())[index]
+        target = self._tuning.row_group_bytes // 4
         per_row = max(1, rg_bytes // max(1, rg_rows))
-        batch_rows = max(1024, self._tuning.row_group_bytes // 4 // per_row)
+        said = footer.decoded[index] if footer.decoded is not None else 0
+        by_size = said > _FOOTER_TRUST * rg_bytes
+        batch_rows = 1 if by_size else max(1024, target // per_row)
         decoded = 0
         try:
             with self._fs.open_input_file(inp.path) as f:
                 pf = pq.ParquetFile(f, metadata=footer.metadata, pre_buffer=False, buffer_size=1 << 20)
+                self._check_dictionaries(inp, f, pf.metadata, index)
                 for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[index], use_threads=True):
                     decoded += batch.num_rows
                     if decoded > rg_rows:  # more than promised: stop before writing any of it
                         break
-                    yield self._conform(inp, pa.Table.from_batches([batch]), schema)
+                    table, nbytes = sized(self._conform(inp, pa.Table.from_batches([batch]), schema))
+                    if nbytes > _DECODE_LIMIT and batch.num_rows == 1:
+                        widest = max(table.column_names, key=lambda c: table.column(c).get_total_buffer_size())
+                        reason = f"in row group {index} holds a row of {nbytes} bytes (row {decoded - 1})"
+                        raise DecodeBudgetError(inp.id, inp.path, widest, f"{reason}: {_past_limit()}")
+                    yield table
+                    by_size = by_size or nbytes > _DECODE_LIMIT
+                    if by_size:
+                        fit = min(batch_rows * 8, max(1, target * batch.num_rows // max(1, nbytes)))
+                        if fit != batch_rows:
+                            batch_rows = fit
+                            pf.reader.set_batch_size(batch_rows)
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise _corrupt(inp, exc) from exc
         # Pieces already yielded are in an output that the error aborts: nothing half-written.
         _check_decoded(inp, rg_rows, decoded, f"row group {index}")
+
+    @staticmethod
+    def _check_dictionaries(inp: InputFile, f: pa.NativeFile, md: pq.FileMetaData, index: int) -> None:
+        # A dictionary page is decoded whole before any value that comes from it: one past the
+        # limit cannot be sliced. Its size is in its page header only (one small read), looked at
+        # for column chunks big enough to hold one.
+        rg = md.row_group(index)
+        for j in range(rg.num_columns):
+            col = rg.column(j)
+            offset = col.dictionary_page_offset
+            if offset is None or not col.has_dictionary_page or col.total_uncompressed_size <= _DECODE_LIMIT:
+                continue
+            size = _dictionary_page_bytes(f, offset)
+            if size is not None and size > _DECODE_LIMIT:
+                reason = f"in row group {index} has a dictionary of {size} bytes, decoded whole: {_past_limit()}"
+                raise DecodeBudgetError(inp.id, inp.path, col.path_in_schema, reason)
 
     @staticmethod
     def _conform(inp: InputFile, table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -389,10 +556,11 @@ class Reader:
             # is read here, on this thread.
             self._load_footer(footer)
         rg_indices = [i for i, (rows, _) in enumerate(footer.row_groups or ()) if rows > 0]
-        whole = _decoded_estimate(footer, rg_indices)
-        if not rg_indices or (size <= tuning.whole_file_max_bytes and whole * ratios[False] <= tuning.row_group_bytes):
+        ratio = ratios[False]
+        whole = _decoded_estimate(footer, rg_indices, ratio)
+        if not rg_indices or (size <= tuning.whole_file_max_bytes and whole * ratio <= tuning.row_group_bytes):
             return [(whole, -1)], False  # (no rows: only a known schema lets such an input here)
-        return [(_decoded_estimate(footer, [i]), i) for i in rg_indices], False
+        return [(_decoded_estimate(footer, [i], ratio), i) for i in rg_indices], False
 
     def _pieces(self, footers: Sequence[Footer], schema: pa.Schema) -> Iterator[Piece]:
         tuning = self._tuning

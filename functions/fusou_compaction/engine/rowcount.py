@@ -12,6 +12,10 @@ A file-level count that disagrees with the row groups is not an error: every rea
 row groups, so that is what the file holds. A row group whose own count disagrees with its
 columns is: readers then disagree with each other (pyarrow silently reads the row group's count
 of rows, DuckDB refuses the file), so no count of ours could be trusted.
+
+The same pass over the column chunks also bounds what each row group can decode to
+(``FooterRows.decode_bounds``), for engine/read.py: a pass of its own cost as much again per
+tiny fragment.
 """
 
 from __future__ import annotations
@@ -30,6 +34,12 @@ class FooterRows:
     total: int  # sum of the row groups' counts: what readers decode
     row_groups: tuple[int, ...]
     file_level: int  # the footer's file-level num_rows, as written
+    # Per row group, an upper bound of the Arrow bytes it decodes to, if the footer is honest:
+    # a leaf value takes at most 16 bytes (an 8-byte value, validity, list offsets) plus the
+    # longest string it can repeat, and no value is longer than its column chunk's uncompressed
+    # pages. Loose (a string column counts every value as long as its whole chunk), but it costs
+    # nothing and lets engine/read.py look closer only at inputs that could decode big.
+    decode_bounds: tuple[int, ...] = ()
 
     @property
     def file_level_disagrees(self) -> bool:
@@ -46,20 +56,25 @@ def count_rows(md: pq.FileMetaData) -> FooterRows:
     schema = md.schema
     repeated = [schema.column(j).max_repetition_level > 0 for j in range(md.num_columns)]
     counts: list[int] = []
+    bounds: list[int] = []
     for i in range(md.num_row_groups):
         rg = md.row_group(i)
         rows = rg.num_rows
         if rows < 0:
             raise RowCountMismatch(f"row group {i} says it holds {rows} rows")
+        bound = 0
         for j, is_repeated in enumerate(repeated):
-            values = rg.column(j).num_values
+            column = rg.column(j)
+            values = column.num_values
+            bound += values * (16 + column.total_uncompressed_size)
             if values < rows if is_repeated else values != rows:
                 raise RowCountMismatch(
                     f"row group {i} says it holds {rows} rows but column {schema.column(j).path!r} "
                     f"holds {values} values"
                 )
         counts.append(rows)
-    return FooterRows(sum(counts), tuple(counts), md.num_rows)
+        bounds.append(bound)
+    return FooterRows(sum(counts), tuple(counts), md.num_rows, tuple(bounds))
 
 
 def check_decoded(expected: int, decoded: int, where: str) -> None:
