@@ -16,6 +16,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+import requests
 
 from fusou_compaction import synth
 
@@ -150,6 +151,58 @@ def test_dlq_status_and_token_answer(dev_stack: tuple[Any, dict[str, Any], Path]
     assert set(body["dlq"]) == {"visible", "inFlight", "oldestAgeSeconds"}
     token = cli("token", "--user", str(uuid4()), "--endpoints", str(path)).stdout.strip()
     assert token.count(".") == 2
+
+
+def json_lines(text: str) -> list[str]:
+    """Lines that are JSON objects: log records or EMF metric blobs."""
+    found = []
+    for line in text.splitlines():
+        try:
+            if isinstance(json.loads(line), dict):
+                found.append(line)
+        except ValueError:
+            continue
+    return found
+
+
+def test_the_terminal_shows_events_and_the_log_file_holds_the_json(
+    dev_stack: tuple[subprocess.Popen[bytes], dict[str, Any], Path], tmp_path: Path
+) -> None:
+    _, ep, path = dev_stack
+    data_dir = path.parent
+    # Given uploads through the API and a manual compaction of their dataset
+    dataset, user = uuid4(), uuid4()
+    token = cli("token", "--user", str(user), "--endpoints", str(path)).stdout.strip()
+    auth = {"Authorization": f"Bearer {token}"}
+    rows = 0
+    for f in synth.generate_fragments(tmp_path, tables=["battle"], fragments=5, rows_per_fragment=50, seed=8):
+        got = requests.post(
+            f"{ep['api_url']}/api/compaction/upload",
+            params={"datasetId": str(dataset), "table": "battle"},
+            data=f.read_bytes(),
+            headers={**auth, "Content-Type": "application/vnd.apache.parquet"},
+            timeout=30,
+        )
+        assert got.status_code == 201, got.text
+        rows += got.json()["rowCount"]
+    requests.post(
+        f"{ep['api_url']}/api/compaction/sanitize-state", json={"datasetId": str(dataset)}, headers=auth, timeout=30
+    ).raise_for_status()
+    short = str(dataset)[:8]
+    stderr = data_dir / "stderr"
+    line = wait_for(
+        lambda: next((x for x in stderr.read_text().splitlines() if f"run {short}: compacted" in x), None), timeout=60
+    )
+    # Then the terminal shows one line per request and the run's result, and no JSON at all
+    assert f"5 files → 1, {rows:,} rows in = {rows:,} out" in line
+    terminal = (data_dir / "stdout").read_text() + stderr.read_text()
+    assert terminal.count("POST /api/compaction/upload → 201") >= 5
+    assert json_lines(terminal) == []
+    assert [x for x in (data_dir / "stdout").read_text().splitlines() if x] == [f"ready {path}"]
+    # And the functions' JSON logs and metrics are in the data dir's log file
+    logged = json_lines((data_dir / "logs" / "stack.log").read_text())
+    assert any('"FragmentsUploaded"' in x for x in logged)
+    assert any(json.loads(x).get("message") == "manual compaction enqueued" for x in logged)
 
 
 def test_ctrl_c_stops_everything(dev_stack: tuple[subprocess.Popen[bytes], dict[str, Any], Path]) -> None:

@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,25 +107,29 @@ def demo(
     rows: Annotated[int, typer.Option(help="mean rows per fragment")] = 2000,
     seed: Annotated[int, typer.Option(help="random seed of the generated data")] = 1,
     timeout: Annotated[float, typer.Option(help="seconds to wait for all runs")] = 600.0,
+    *,
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="where the stack's endpoints.json and logs/stack.log are written")
+    ] = Path(".fusou/demo"),
 ) -> None:
     """Run the whole system locally and show it compacting."""
     import httpx
 
+    from fusou_compaction.local.console import logs_to_file
     from fusou_compaction.local.stack import LocalStack, StackOptions
     from fusou_compaction.logic.auth import mint_dev_token
-    from fusou_compaction.observability import logger
     from fusou_compaction.settings import LOCAL_JWT_ISSUER
 
-    logger.setLevel("ERROR")  # the handlers' own logs and metrics would drown the demo's output
-    os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
     if datasets < 1:
         raise typer.BadParameter("at least one dataset", param_hint="--datasets")
     items = [DemoDataset(uuid4(), uuid4(), TRIGGERS[i % len(TRIGGERS)]) for i in range(datasets)]
 
-    with tempfile.TemporaryDirectory(prefix="fusou-demo-") as tmp:
+    # The handlers log and emit metrics as in AWS: to a file, as a log group would hold them; the
+    # terminal shows the demo's progress and its summary. The catalog and objects are throwaway.
+    with logs_to_file(data_dir / "logs" / "stack.log") as terminal:
         err.print("starting the local stack (PostgreSQL, moto S3/SQS, API, pollers, step runner)…")
         started = time.monotonic()
-        with LocalStack(StackOptions(data_dir=Path(tmp), run_daily_schedule=False)) as stack:
+        with LocalStack(StackOptions(data_dir=data_dir, run_daily_schedule=False)) as stack:
             stack.write_endpoints()
             ep, deps = stack.endpoints, stack.deps
             assert ep is not None and deps is not None and ep.jwt_secret and ep.admin_token
@@ -139,6 +142,7 @@ def demo(
             _read_back(deps, items)
 
     _summary(items)
+    err.print(f"the stack's logs and metrics: {terminal.log_path}")
     if not all(d.ok for d in items):
         err.print("[red]some datasets did not compact with rows in = rows out[/red]")
         raise typer.Exit(1)
@@ -206,7 +210,12 @@ def _trigger(http: Any, ep: Any, deps: Any, items: list[DemoDataset], timeout: f
         for d in scheduled:
             d.triggered_at = time.monotonic()
         resp = http.post("/api/compaction/trigger-scheduled", headers={"X-Admin-Token": ep.admin_token})
-        err.print(f"  POST /api/compaction/trigger-scheduled → {resp.status_code} {resp.text[:200]}")
+        answer = resp.json() if resp.status_code == 202 else {}
+        enqueued, failed = answer.get("enqueued", []), answer.get("failed", {})
+        err.print(
+            f"  POST /api/compaction/trigger-scheduled → {resp.status_code}: "
+            + (f"{len(enqueued)} enqueued, {len(failed)} failed" if answer else resp.text[:200])
+        )
     _wait(deps, items, timeout, progress_label="compacting")
 
 

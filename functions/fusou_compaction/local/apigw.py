@@ -17,6 +17,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -178,9 +179,10 @@ class _Server(ThreadingHTTPServer):
 
 
 class LocalApiGateway:
-    def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int = 0, host: str = "127.0.0.1", *, feed: Callable[[str], None] | None = None) -> None:
         self.host = host
         self.port = port
+        self.feed = feed  # one line per request answered, for the local stack's console
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -193,6 +195,16 @@ class LocalApiGateway:
 
     def invoke(
         self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, *, source_ip: str = "127.0.0.1"
+    ) -> tuple[int, dict[str, str], bytes]:
+        started = time.monotonic()
+        status, out_headers, out = self._invoke(method, target, headers, body, source_ip=source_ip)
+        if self.feed is not None:
+            path = urlsplit(target).path
+            self.feed(f"{method} {path} → {status} ({(time.monotonic() - started) * 1000:.0f} ms)")
+        return status, out_headers, out
+
+    def _invoke(
+        self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, *, source_ip: str
     ) -> tuple[int, dict[str, str], bytes]:
         from fusou_compaction.handlers import api
         from fusou_compaction.local.runner import LocalContext

@@ -243,8 +243,16 @@ class LocalRunner:
 class LocalStepFunctions:
     """The Orchestrator port, locally: executions run on a bounded pool, names are unique."""
 
-    def __init__(self, runner: LocalRunner, *, max_workers: int = 4) -> None:
+    def __init__(
+        self,
+        runner: LocalRunner,
+        *,
+        max_workers: int = 4,
+        on_start: Callable[[Execution], None] | None = None,
+        on_end: Callable[[Execution], None] | None = None,
+    ) -> None:
         self.runner = runner
+        self.on_start, self.on_end = on_start, on_end  # the local stack's console feed
         self.executions: dict[str, Execution] = {}
         self._futures: dict[str, Future[Execution]] = {}
         self._lock = threading.Lock()
@@ -256,8 +264,22 @@ class LocalStepFunctions:
                 raise ExecutionAlreadyStarted(name)
             ex = Execution(name=name, input=payload)
             self.executions[name] = ex
-            self._futures[name] = self._pool.submit(self.runner.run, ex)
+            self._futures[name] = self._pool.submit(self._run, ex)
         return f"arn:aws:states:local:000000000000:execution:compaction:{name}"
+
+    def _run(self, ex: Execution) -> Execution:
+        self._observe(self.on_start, ex)
+        self.runner.run(ex)
+        self._observe(self.on_end, ex)
+        return ex
+
+    @staticmethod
+    def _observe(observer: Callable[[Execution], None] | None, ex: Execution) -> None:
+        if observer is not None:
+            try:
+                observer(ex)
+            except Exception:
+                logger.exception("an execution observer failed")
 
     def wait(self, timeout: float | None = None) -> list[Execution]:
         """Wait for every execution started so far."""

@@ -36,9 +36,10 @@ from fusou_compaction.handlers import scheduled as scheduled_handler
 from fusou_compaction.handlers import steps as step_handlers
 from fusou_compaction.handlers.deps import Dependencies, use_dependencies
 from fusou_compaction.local.aws import LocalAws
+from fusou_compaction.local.console import Feed, dlq_lines, register_lines, run_summary, scheduled_line, short
 from fusou_compaction.local.endpoints import Endpoints
 from fusou_compaction.local.postgres import PostgresServer, reachable_by_server
-from fusou_compaction.local.runner import LocalContext, LocalRunner, LocalStepFunctions
+from fusou_compaction.local.runner import Execution, LocalContext, LocalRunner, LocalStepFunctions
 from fusou_compaction.local.s3events import S3EventInvoker, notification_configuration
 from fusou_compaction.local.s3persist import KeptBucket, moto_s3_backend
 from fusou_compaction.observability import logger
@@ -95,6 +96,9 @@ class StackOptions:
     # Keep the catalog (PostgreSQL's data directory) and the bucket's objects under data_dir, so a
     # stack started again on it resumes, even after kill -9 (`dev`); otherwise both are throwaway.
     persist: bool = False
+    # Where one readable line per event goes (`dev`: the terminal); the handlers' own JSON logs and
+    # metrics go wherever the process sends them (`dev`: a file under data_dir).
+    feed: Feed | None = None
 
 
 def catalog_dir(data_dir: Path) -> Path:
@@ -375,7 +379,9 @@ class LocalStack:
         catalog = Catalog(PostgresRpc(database_url, max_size=16))
         queue, dlq = SqsQueue(self._sqs, self._queue_url), SqsQueue(self._sqs, self._dlq_url, peek_for_age=True)
         runner = LocalRunner(build_pipeline(), STEP_HANDLERS, dlq, time_scale=o.step_time_scale)
-        self.sfn = LocalStepFunctions(runner)
+        self.sfn = LocalStepFunctions(
+            runner, on_start=self._run_started if o.feed else None, on_end=self._run_ended if o.feed else None
+        )
         self.deps = Dependencies(
             settings=settings,
             catalog=catalog,
@@ -391,7 +397,32 @@ class LocalStack:
     def _start_api(self) -> None:
         from fusou_compaction.local.apigw import LocalApiGateway
 
-        self._api = LocalApiGateway(port=self.options.api_port).start()
+        self._api = LocalApiGateway(port=self.options.api_port, feed=self.options.feed).start()
+
+    def _run_started(self, ex: Execution) -> None:
+        if self.options.feed is not None:
+            message = (ex.input.get("execution") or {}).get("message") or {}
+            self.options.feed(f"run {short(message.get('datasetId', ex.name))}: started ({message.get('priority')})")
+
+    def _run_ended(self, ex: Execution) -> None:
+        if self.options.feed is not None:
+            self.options.feed(run_summary(ex.name, ex.output, ex.status, (ex.finished or ex.started) - ex.started))
+
+    def _observed(
+        self, handler: Callable[[dict[str, Any], Any], Any], lines: Callable[[dict[str, Any], Any], list[str]]
+    ) -> Callable[[dict[str, Any], Any], Any]:
+        """The handler, with what it did shown on the console (when there is one)."""
+        feed = self.options.feed
+        if feed is None:
+            return handler
+
+        def observed(event: dict[str, Any], context: Any) -> Any:
+            result = handler(event, context)
+            for line in lines(event, result):
+                feed(line)
+            return result
+
+        return observed
 
     def _start_pollers(self) -> None:
         assert self.aws is not None
@@ -409,7 +440,9 @@ class LocalStack:
         dlq = QueuePoller(
             "dlq",
             SqsQueue(self._sqs, self._dlq_url),
-            dlq_handler.handler,
+            self._observed(
+                dlq_handler.handler, lambda e, r: dlq_lines(e, r, max_receive_count=QUEUES.max_receive_count)
+            ),
             batch_size=QUEUES.dlq_batch_size,
             window_seconds=o.dlq_window_seconds,
             retry_visibility_seconds=o.retry_visibility_seconds,
@@ -419,7 +452,7 @@ class LocalStack:
         register_retry = QueuePoller(
             "register-retry",
             SqsQueue(self._sqs, self._register_retry_url),
-            register_handler.handler,
+            self._observed(register_handler.handler, register_lines),
             batch_size=1,
             window_seconds=0,
             retry_visibility_seconds=o.register_retry_visibility_seconds,
@@ -428,7 +461,7 @@ class LocalStack:
         )
         s3_events = S3EventInvoker(
             SqsQueue(self._sqs, self._s3_events_url),
-            register_handler.handler,
+            self._observed(register_handler.handler, register_lines),
             SqsQueue(self._sqs, self._register_retry_url),
             retries=REGISTER.async_retries,
             retry_delay_seconds=o.register_async_retry_delay_seconds,
@@ -438,7 +471,10 @@ class LocalStack:
             self._threads.append(t)
 
     def run_scheduled(self) -> dict[str, Any]:
-        return scheduled_handler.handler(scheduled_event(), LocalContext(function_name="scheduled"))  # type: ignore[no-any-return]
+        result: dict[str, Any] = scheduled_handler.handler(scheduled_event(), LocalContext(function_name="scheduled"))
+        if self.options.feed is not None:
+            self.options.feed(scheduled_line(result))
+        return result
 
     def _previous_endpoints(self) -> dict[str, Any]:
         path = self.options.data_dir / "endpoints.json"
