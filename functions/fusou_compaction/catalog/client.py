@@ -14,11 +14,16 @@ from fusou_compaction.catalog.models import (
     CompactedOutput,
     Dataset,
     DatasetStatus,
+    DeleteQuarantinedResult,
     ExpiredLease,
     Failure,
     FailureRecorded,
     GarbageObject,
     LeaseResult,
+    QuarantineCount,
+    QuarantinedFile,
+    QuarantineResult,
+    ReadmitResult,
     RedrivableFailure,
     RegisteredFragment,
     RetryBackoff,
@@ -37,6 +42,7 @@ _uuids = TypeAdapter(list[UUID])
 _strs = TypeAdapter(list[str])
 _redrivable = TypeAdapter(list[RedrivableFailure])
 _schemas = TypeAdapter(dict[str, str])
+_quarantined = TypeAdapter(list[QuarantinedFile])
 
 
 class Catalog:
@@ -206,6 +212,37 @@ class Catalog:
                 p_metrics=metrics or {},
                 p_grace_seconds=grace_seconds,
             )
+        )
+
+    # Quarantine (migration 0008): files that cannot be compacted for a reason of their own.
+    def quarantine_file(
+        self, *, run_id: UUID, dataset_id: UUID, file_id: UUID, step: str, reason: str
+    ) -> QuarantineResult:
+        """Set one file of the dataset aside, for the run holding its lease (LeaseNotHeld if not).
+        Idempotent: an already quarantined file keeps its first reason (``quarantined`` False)."""
+        return QuarantineResult.model_validate(
+            self._call(
+                "quarantine_file",
+                p_run_id=run_id,
+                p_dataset_id=dataset_id,
+                p_file_id=file_id,
+                p_step=step,
+                p_reason=reason,
+            )
+        )
+
+    def list_quarantined(self, dataset_id: UUID) -> list[QuarantinedFile]:
+        return _quarantined.validate_python(self._call("list_quarantined", p_dataset_id=dataset_id))
+
+    def count_quarantined(self) -> QuarantineCount:
+        return QuarantineCount.model_validate(self._call("count_quarantined"))
+
+    def readmit_quarantined(self, file_id: UUID) -> ReadmitResult:
+        return ReadmitResult.model_validate(self._call("readmit_quarantined", p_file_id=file_id))
+
+    def delete_quarantined(self, file_id: UUID, grace_seconds: int = 0) -> DeleteQuarantinedResult:
+        return DeleteQuarantinedResult.model_validate(
+            self._call("delete_quarantined", p_file_id=file_id, p_grace_seconds=grace_seconds)
         )
 
     # Failures.

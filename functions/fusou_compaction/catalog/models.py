@@ -65,6 +65,37 @@ class CatalogFile(_Model):
     removed_at: datetime | None = None
 
 
+class QuarantinedFile(CatalogFile):
+    """A file set aside because it cannot be compacted for a reason of its own (migration 0008)."""
+
+    quarantined_at: datetime | None = None
+    quarantined_by_run: UUID | None = None
+    quarantine_step: str | None = None
+    quarantine_reason: str | None = None
+
+
+class QuarantineResult(_Model):
+    quarantined: bool  # False: it already was (the first reason stands)
+    file: QuarantinedFile
+
+
+class ReadmitResult(_Model):
+    readmitted: bool  # False: it was not quarantined
+    file: QuarantinedFile
+
+
+class DeleteQuarantinedResult(_Model):
+    deleted: bool  # False: it was already removed
+    file: QuarantinedFile
+
+
+class QuarantineCount(_Model):
+    files: int
+    datasets: int
+    rows: int
+    oldest_at: datetime | None = None
+
+
 class RegisteredFragment(CatalogFile):
     duplicate: bool
     dataset_created: bool
@@ -149,6 +180,7 @@ class DatasetStatus(_Model):
     dataset: Dataset
     files: list[CatalogFile]
     runs: list[Run]
+    quarantined: list[QuarantinedFile] = Field(default_factory=list)
 
 
 class RedrivableFailure(_Model):
