@@ -24,7 +24,7 @@ cached under ``.bench/``):
   one fragment per sortie (~2.2 M rows, ~240 MB);
 - ``medium``: 4 tables x 500 fragments, ~5,200 rows mean (~10 M rows, ~380 MB);
 - ``wide``: one 70-column ``ship_state_wide`` table (``list<struct>`` of equipment among them),
-  1,000 fragments of 400-1,200 rows (~800 k rows, ~200 MB).
+  1,000 fragments of 400-1,200 rows (~790 k rows, ~175 MB).
 
     .venv/bin/python bench/run.py                         # all shapes, 5 interleaved rounds
     .venv/bin/python bench/run.py --shapes tiny --rounds 3
