@@ -239,12 +239,19 @@ def _dictionary_page_bytes(f: pa.NativeFile, offset: int) -> int | None:
     return size if isinstance(size, int) else None
 
 
+_KEEP_FOOTER_ABOVE = 4 * MiB  # input bytes
+
+
 def read_footer(fs: pafs.FileSystem, inp: InputFile, keep: bool, schemas: SchemaInterner) -> Footer:
     md, schema = _parse_footer(fs, inp)
     counted = _footer_rows(inp, md)
     decoded = _footer_decoded(inp, md, counted)
     row_groups = _row_groups(md)
-    keep = keep or len(row_groups) > 1
+    # Kept for inputs that will likely be read row group by row group (big ones, bombs), which
+    # are few. A small input with several row groups is read whole: keeping its ~30 KB footer
+    # made memory grow with the number of inputs (80,000 tiny fragments, a quarter of them with
+    # 2-4 row groups: 648 MB peak instead of ~180 MB; bench/RESULTS.md).
+    keep = keep or (len(row_groups) > 1 and (inp.size_bytes > _KEEP_FOOTER_ABOVE or decoded is not None))
     return Footer(inp, counted.total, row_groups, schemas.intern(schema), md if keep else None, decoded)
 
 
