@@ -95,6 +95,11 @@ class Settings(BaseSettings):
     max_direct_upload_bytes: int = Field(4_400_000, ge=1)
     max_presigned_upload_bytes: int = Field(200 * MiB, ge=1)
     realtime_fragment_threshold: int = Field(0, ge=0)  # 0 = never enqueue on upload
+    # What an upload may be (logic/fragment_checks.py; README "Upload limits"): leaf columns, and
+    # decoded Arrow bytes at most max(floor, ratio x the file's size).
+    upload_max_columns: int = Field(1000, ge=1)
+    upload_decode_ratio: int = Field(64, ge=1)
+    upload_decode_floor_bytes: int = Field(64 * MiB, ge=1)
 
     @model_validator(mode="after")
     def _catalog_is_reachable(self) -> Settings:

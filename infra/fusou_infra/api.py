@@ -43,6 +43,7 @@ ROUTES = (
     Route("dlq-status", "GET", admin_only=True),
     Route("datasets/{dataset_id}", "GET"),
     Route("dlq-redrive", "POST", admin_only=True),
+    Route("quarantine", "POST", admin_only=True, json_body=True),
     # The OpenAPI document the function serves (clients generate from it); it names no data.
     Route("openapi.json", "GET", public=True),
 )

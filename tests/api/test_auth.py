@@ -256,6 +256,7 @@ def test_every_bad_credential_is_401_on_every_route(api: Api, headers: dict[str,
         sample_event("api_trigger_scheduled.json", headers=headers),
         sample_event("api_dlq_status.json", headers=headers),
         sample_event("api_dlq_redrive.json", headers=headers),
+        sample_event("api_quarantine.json", headers=headers),
     ]
     for event in events:
         for k in [k for k in event["headers"] if k.lower() == "x-admin-token" and "X-Admin-Token" not in headers]:
@@ -282,7 +283,9 @@ def test_the_projects_supabase_issuer_is_the_one_accepted(api: Api, issuer: str,
     assert response["statusCode"] == status, response
 
 
-@pytest.mark.parametrize("name", ["api_trigger_scheduled.json", "api_dlq_status.json", "api_dlq_redrive.json"])
+@pytest.mark.parametrize(
+    "name", ["api_trigger_scheduled.json", "api_dlq_status.json", "api_dlq_redrive.json", "api_quarantine.json"]
+)
 def test_admin_routes_refuse_a_valid_user_token_with_403(api: Api, name: str) -> None:
     event = sample_event(name, headers=api.bearer(api.alice))
     event["headers"].pop("X-Admin-Token", None)

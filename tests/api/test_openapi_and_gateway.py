@@ -26,6 +26,7 @@ ROUTES = {
     ("get", "/api/compaction/dlq-status"),
     ("get", "/api/compaction/datasets/{dataset_id}"),
     ("post", "/api/compaction/dlq-redrive"),
+    ("post", "/api/compaction/quarantine"),
 }
 
 

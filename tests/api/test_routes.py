@@ -1,4 +1,5 @@
-"""sanitize-state, trigger-scheduled, dlq-status, datasets/{id}, dlq-redrive: happy paths and bad bodies."""
+"""sanitize-state, trigger-scheduled, dlq-status, datasets/{id}, dlq-redrive, quarantine: happy paths and
+bad bodies."""
 
 from __future__ import annotations
 
@@ -133,8 +134,9 @@ def test_dataset_status_is_the_cli_status_body(api: Api) -> None:
     # Then the body is DESIGN's `status --json`
     assert response["statusCode"] == 200, response
     body = body_of(response)
-    assert set(body) == {"datasetId", "compactionNeeded", "tables", "runs"}
+    assert set(body) == {"datasetId", "compactionNeeded", "tables", "runs", "quarantined"}
     assert body["datasetId"] == str(dataset) and body["compactionNeeded"] is True and body["runs"] == []
+    assert body["quarantined"] == []
     battles = body["tables"]["battles"]
     assert {k: v for k, v in battles.items() if k != "files"} == {
         "fragments": 2,
@@ -192,7 +194,8 @@ def test_dlq_status_is_the_cli_dlq_status_body(api: Api) -> None:
     # Then the body is DESIGN's `dlq-status --json`
     assert response["statusCode"] == 200, response
     body = body_of(response)
-    assert set(body) == {"queue", "dlq", "recentFailures"}
+    assert set(body) == {"queue", "dlq", "recentFailures", "quarantined"}
+    assert body["quarantined"] == {"fragments": 0, "datasets": 0, "rows": 0, "oldestAt": None}
     assert body["queue"]["visible"] == 1 and body["queue"]["inFlight"] == 0
     # The main queue's age comes from CloudWatch (absent on moto); the DLQ's is peeked.
     assert body["queue"]["oldestAgeSeconds"] is None
@@ -308,3 +311,105 @@ def test_openapi_json_is_served(api: Api, http) -> None:  # type: ignore[no-unty
     r = http("GET", "/api/compaction/openapi.json")
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("application/json")
     assert "/api/compaction/upload" in r.json()["paths"]
+
+
+# -- quarantine --------------------------------------------------------------------------------
+
+
+def _quarantined(api: Api, rows: int = 3) -> tuple[UUID, UUID, UUID]:
+    """Alice's dataset with one fragment quarantined by a run (as the Compact step does it)."""
+    dataset = uuid4()
+    stored = api.upload(api.alice, dataset, parquet_bytes(rows, seed=rows))
+    run = uuid4()
+    catalog = api.deps.catalog
+    catalog.begin_run(run_id=run, dataset_id=dataset, trigger="manual")
+    assert catalog.acquire_lease(dataset_id=dataset, run_id=run, lease_seconds=60).acquired
+    catalog.record_run_status(run, "running")
+    catalog.quarantine_file(
+        run_id=run,
+        dataset_id=dataset,
+        file_id=UUID(stored["fragmentId"]),
+        step="Compact",
+        reason="CorruptInputError: truncated",
+    )
+    catalog.record_run_status(run, "failed", {"error": "test"})
+    return dataset, UUID(stored["fragmentId"]), run
+
+
+def quarantine_event(api: Api, fragment: object, action: str) -> dict[str, Any]:
+    body = {"fragmentId": str(fragment), "action": action}
+    return sample_event("api_quarantine.json", headers=api.admin(), body=body)
+
+
+def test_status_and_dlq_status_list_and_count_quarantined_fragments(api: Api) -> None:
+    # Given a dataset whose fragment was quarantined
+    dataset, fragment, run = _quarantined(api, rows=4)
+    # When the owner asks for its status and an admin for the DLQ's
+    status = body_of(call(status_event(dataset, api.bearer(api.alice))))
+    dlq = body_of(call(sample_event("api_dlq_status.json", headers=api.admin())))
+    # Then the fragment is listed with its reason, step and run, in no table, and counted
+    [entry] = status["quarantined"]
+    assert set(entry) == {"fragmentId", "table", "key", "reason", "step", "at", "runId", "rows"}
+    assert (entry["fragmentId"], entry["table"], entry["step"], entry["runId"], entry["rows"]) == (
+        str(fragment),
+        "battles",
+        "Compact",
+        str(run),
+        4,
+    )
+    assert entry["reason"] == "CorruptInputError: truncated" and entry["key"].startswith(f"datasets/{dataset}/")
+    assert status["tables"] == {} and status["compactionNeeded"] is False
+    assert (dlq["quarantined"]["fragments"], dlq["quarantined"]["datasets"], dlq["quarantined"]["rows"]) == (1, 1, 4)
+
+
+def test_an_admin_readmits_a_quarantined_fragment(api: Api) -> None:
+    # Given a quarantined fragment
+    dataset, fragment, _ = _quarantined(api)
+    # When an admin re-admits it
+    response = call(quarantine_event(api, fragment, "readmit"))
+    # Then it is live again and its dataset pending; doing it again changes nothing
+    assert response["statusCode"] == 200, response
+    assert body_of(response) == {
+        "fragmentId": str(fragment),
+        "datasetId": str(dataset),
+        "action": "readmit",
+        "changed": True,
+        "compactionNeeded": True,
+    }
+    status = body_of(call(status_event(dataset, api.admin())))
+    assert status["quarantined"] == [] and status["tables"]["battles"]["fragments"] == 1
+    assert body_of(call(quarantine_event(api, fragment, "readmit")))["changed"] is False
+
+
+def test_an_admin_deletes_a_quarantined_fragment_and_the_sweep_may_take_its_object(api: Api) -> None:
+    dataset, fragment, _ = _quarantined(api)
+    response = call(quarantine_event(api, fragment, "delete"))
+    assert response["statusCode"] == 200, response
+    assert body_of(response)["changed"] is True and body_of(response)["compactionNeeded"] is False
+    status = body_of(call(status_event(dataset, api.admin())))
+    assert status["quarantined"] == [] and status["tables"] == {}
+    assert [g.id for g in api.deps.catalog.list_garbage()] == [fragment]
+    # A deleted fragment cannot come back
+    assert error_of(call(quarantine_event(api, fragment, "readmit")))[:2] == (409, "conflict")
+    assert body_of(call(quarantine_event(api, fragment, "delete")))["changed"] is False
+
+
+def test_only_a_quarantined_fragment_can_be_deleted_and_an_unknown_one_is_404(api: Api) -> None:
+    dataset = uuid4()
+    stored = api.upload(api.alice, dataset, parquet_bytes())
+    assert error_of(call(quarantine_event(api, stored["fragmentId"], "delete")))[:2] == (422, "invalid_field")
+    assert error_of(call(quarantine_event(api, uuid4(), "readmit")))[:2] == (404, "not_found")
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ("{}", 422),
+        ('{"fragmentId": "nope", "action": "readmit"}', 422),
+        (f'{{"fragmentId": "{uuid4()}", "action": "purge"}}', 422),
+        (f'{{"fragmentId": "{uuid4()}"}}', 422),
+        ("[1]", 400),
+    ],
+)
+def test_a_bad_quarantine_body_is_refused(api: Api, body: str, status: int) -> None:
+    assert error_of(call(sample_event("api_quarantine.json", headers=api.admin(), body=body)))[0] == status

@@ -141,7 +141,7 @@ def test_a_fragment_whose_counts_contradict_its_data_is_422_and_stores_nothing(
 ) -> None:
     dataset = uuid4()
     status, code, message = error_of(raw(api, data, dataset=dataset))
-    assert (status, code) == (422, "invalid_parquet")
+    assert (status, code) == (422, "row_count_mismatch")
     assert names in message
     assert list(api.deps.store.list_objects(keys.dataset_prefix(dataset))) == []
 

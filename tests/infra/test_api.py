@@ -17,6 +17,7 @@ ROUTES = {
     ("GET", "/api/compaction/dlq-status"),
     ("GET", "/api/compaction/datasets/{dataset_id}"),
     ("POST", "/api/compaction/dlq-redrive"),
+    ("POST", "/api/compaction/quarantine"),
 }
 OPENAPI = ("GET", "/api/compaction/openapi.json")  # served by the function, left out of its own document
 

@@ -11,7 +11,6 @@ from uuid import UUID, uuid4
 
 import boto3
 
-from fusou_compaction import keys
 from fusou_compaction.adapters.alerts import LogAlerts
 from fusou_compaction.handlers import consumer, dlq, scheduled, steps
 from fusou_compaction.local.runner import LocalContext
@@ -133,39 +132,60 @@ def test_a_message_for_an_unknown_dataset_ends_in_the_dlq_with_its_dataset(stack
     assert failure.error_step == "Consumer" and failure.body == seed_body(ghost)
 
 
-def test_a_missing_object_fails_the_run_at_compact_and_reaches_the_dlq(stack: LocalStack) -> None:
-    # Given a live fragment whose object is gone
+def test_a_compact_failing_for_no_inputs_fault_fails_the_run_at_compact_and_reaches_the_dlq(
+    stack: LocalStack,
+) -> None:
+    # Given a Compact step that fails with an error no input is to blame for (a bug, not retried)
     deps = stack.deps
     assert deps is not None
     up = upload_fragments(deps.catalog, deps.store, fragments=2, tables=("battle",))
     before = deps.catalog.list_live_files(up.dataset)
-    deps.store.delete_many([before[0].object_key])
-    # When the dataset is compacted
-    sqs(stack).send_message(QueueUrl=deps.queue.url, MessageBody=seed_body(up.dataset))
-    # Then the run fails at Compact, the failure is recorded from the DLQ, no catalog row is lost
-    wait_for(lambda: settled(stack, up.dataset))
+    runner = stack.sfn.runner  # type: ignore[union-attr]
+    original = runner.handlers["compact"]
+
+    def broken(event: dict[str, Any], context: Any) -> Any:
+        raise RuntimeError("a bug in the step")
+
+    runner.handlers["compact"] = broken
+    try:
+        # When the dataset is compacted
+        sqs(stack).send_message(QueueUrl=deps.queue.url, MessageBody=seed_body(up.dataset))
+        wait_for(lambda: settled(stack, up.dataset))
+    finally:
+        runner.handlers["compact"] = original
+    # Then the run fails at Compact, the failure is recorded from the DLQ, nothing is quarantined
     (run,) = runs_of(stack, up.dataset)
     assert (run.status, run.error_step) == ("failed", "Compact")
-    assert str(before[0].id) in (run.error or "")
+    assert "a bug in the step" in (run.error or "")
     failure = wait_for(
         lambda: next((f for f in deps.catalog.list_recent_failures(50) if f.run_id == run.id), None), timeout=30
     )
     assert failure.error_step == "Compact" and failure.body == seed_body(up.dataset)
     assert [f.id for f in deps.catalog.list_live_files(up.dataset)] == [f.id for f in before]
+    assert deps.catalog.list_quarantined(up.dataset) == []
     assert deps.catalog.get_dataset(up.dataset).lease_owner is None
 
 
-def test_a_corrupt_object_fails_the_run_and_writes_nothing_under_final_keys(stack: LocalStack) -> None:
+def test_a_corrupt_or_missing_object_is_quarantined_and_the_run_succeeds(stack: LocalStack) -> None:
+    # Given three fragments: one whose bytes are not Parquet any more, one whose object is gone
     deps = stack.deps
     assert deps is not None
-    up = upload_fragments(deps.catalog, deps.store, fragments=2, tables=("battle",))
-    victim = deps.catalog.list_live_files(up.dataset)[1]
-    deps.store.put(victim.object_key, b"PAR1 this is not parquet PAR1")
+    up = upload_fragments(deps.catalog, deps.store, fragments=3, tables=("battle",))
+    corrupt, missing, good = deps.catalog.list_live_files(up.dataset)
+    deps.store.put(corrupt.object_key, b"PAR1 this is not parquet PAR1")
+    deps.store.delete_many([missing.object_key])
+    # When the dataset is compacted
     sqs(stack).send_message(QueueUrl=deps.queue.url, MessageBody=seed_body(up.dataset))
     wait_for(lambda: settled(stack, up.dataset))
+    # Then the run succeeded with the good fragment's rows, and the other two are quarantined
     (run,) = runs_of(stack, up.dataset)
-    assert (run.status, run.error_step) == ("failed", "Compact")
-    assert not list(deps.store.list_objects(keys.compacted_prefix(up.dataset, "battle", run.id)))
+    assert run.status == "succeeded" and run.rows_in == run.rows_out == good.row_count
+    quarantined = {q.id: q for q in deps.catalog.list_quarantined(up.dataset)}
+    assert set(quarantined) == {corrupt.id, missing.id}
+    assert all(q.quarantined_by_run == run.id and q.quarantine_step == "Compact" for q in quarantined.values())
+    assert "missing" in (quarantined[missing.id].quarantine_reason or "")
+    assert [f.kind for f in deps.catalog.list_live_files(up.dataset)] == ["compacted"]
+    assert not deps.catalog.get_dataset(up.dataset).compaction_needed
 
 
 def test_a_fragment_uploaded_during_a_run_stays_live_and_pending(stack: LocalStack) -> None:

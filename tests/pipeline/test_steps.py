@@ -11,7 +11,7 @@ import pytest
 from fusou_compaction import keys
 from fusou_compaction.adapters.s3 import S3ObjectStore
 from fusou_compaction.catalog.client import Catalog
-from fusou_compaction.engine import CorruptInputError, schema_from_base64, schema_to_base64
+from fusou_compaction.engine import schema_from_base64, schema_to_base64
 from fusou_compaction.logic.steps import CompactionSteps, DatasetNotFound, LeaseLost, StepConfig
 from fusou_compaction.logic.uploads import store_fragment
 from fusou_compaction.pipeline.models import BinManifest, CompactItem, FailureInput, StepError
@@ -141,19 +141,21 @@ def test_compact_stops_when_the_lease_was_taken_over(
         steps.compact(CompactItem(run_id=ex.run_id, dataset_id=up.dataset, plan_key=plan.plan_key, bin=plan.bins[0]))
 
 
-def test_a_missing_object_fails_compact_naming_the_input(
+def test_a_missing_object_is_quarantined_and_the_rest_of_its_bin_compacts(
     steps: CompactionSteps, catalog: Catalog, store: S3ObjectStore
 ) -> None:
+    # Given two fragments of a table, one of whose objects is gone
     up = upload_fragments(catalog, store, fragments=2, tables=("battle",))
-    victim = catalog.list_live_files(up.dataset)[1]
+    victim, other = catalog.list_live_files(up.dataset)[1], catalog.list_live_files(up.dataset)[0]
     store.delete_many([victim.object_key])
-    ex = execution_input(up.dataset)
-    steps.validate(ex)
-    plan = steps.get_metadata(ex)
-    with pytest.raises(CorruptInputError) as exc:
-        steps.compact(CompactItem(run_id=ex.run_id, dataset_id=up.dataset, plan_key=plan.plan_key, bin=plan.bins[0]))
-    assert str(victim.id) in str(exc.value)
-    assert not list(store.list_objects(keys.compacted_prefix(up.dataset, "battle", ex.run_id)))
+    # When the run compacts the table
+    _plan, results, update = _run_all(steps, execution_input(up.dataset))
+    # Then the missing one is quarantined, named, and the other one's rows are compacted
+    (manifest,) = _manifests(store, results)
+    assert manifest.input_ids == [other.id] and [q.id for q in manifest.quarantined] == [victim.id]
+    [quarantined] = catalog.list_quarantined(up.dataset)
+    assert quarantined.quarantine_reason == "CorruptInputError: its object is missing from the store"
+    assert update.committed and update.rows_in == update.rows_out == other.row_count
 
 
 def test_record_failure_fails_the_run_at_its_step_and_frees_the_lease(

@@ -19,10 +19,11 @@ from fusou_compaction.catalog.errors import (
     CatalogNotFound,
     CatalogUnavailable,
     DatasetForbidden,
+    InputsNotLive,
     InvalidCatalogArgument,
 )
 from fusou_compaction.logic.auth import Forbidden, Unauthorized
-from fusou_compaction.logic.uploads import InvalidParquet, NotParquet
+from fusou_compaction.logic.fragment_checks import UPLOAD_REFUSALS, InvalidParquet, NotParquet
 from fusou_compaction.observability import logger
 from fusou_compaction.ports.messaging import QueueError
 from fusou_compaction.ports.object_store import ObjectStoreError
@@ -60,9 +61,12 @@ ERRORS: dict[type[BaseException], tuple[int, str]] = {
     DatasetForbidden: (403, "forbidden"),
     CatalogNotFound: (404, "not_found"),
     NotFoundError: (404, "not_found"),
+    InputsNotLive: (409, "conflict"),
     PayloadTooLarge: (413, "payload_too_large"),
     NotParquet: (415, "not_parquet"),
-    InvalidParquet: (422, "invalid_parquet"),
+    InvalidParquet: (422, InvalidParquet.code),
+    # Each upload check its own name (row_count_mismatch, too_many_columns, ...): what a client fixes.
+    **{cls: (422, cls.code) for cls in UPLOAD_REFUSALS},
     UnsupportedMediaType: (415, "unsupported_media_type"),
     RequestUnsupportedContentType: (415, "unsupported_media_type"),
     InvalidField: (422, "invalid_field"),
@@ -93,7 +97,7 @@ def error_response(exc: Exception, app: APIGatewayRestResolver) -> Response[Any]
             status, code = ERRORS[cls]
             if status >= 500:
                 return _server_error(app, status, code, SERVER_ERROR_MESSAGES.get(cls, INTERNAL_ERROR_MESSAGE), exc)
-            details = exc.details if isinstance(exc, InvalidField) else None
+            details = exc.details if isinstance(exc, InvalidField | InvalidParquet) else None
             return error(status, code, str(exc) or code.replace("_", " "), details)
     if isinstance(exc, ServiceError) and exc.status_code < 500:
         return error(exc.status_code, "error", str(exc.msg))

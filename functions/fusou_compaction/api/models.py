@@ -85,10 +85,18 @@ class FailureBody(ApiModel):
     at: datetime
 
 
+class QuarantineCountBody(ApiModel):
+    fragments: int = Field(description="files quarantined and not yet re-admitted or deleted")
+    datasets: int
+    rows: int
+    oldest_at: datetime | None
+
+
 class DlqStatusResponse(ApiModel):
     queue: QueueDepthBody
     dlq: QueueDepthBody
     recent_failures: list[FailureBody]
+    quarantined: QuarantineCountBody
 
 
 class FileBody(ApiModel):
@@ -114,11 +122,38 @@ class RunBody(ApiModel):
     error: str | None
 
 
+class QuarantinedBody(ApiModel):
+    fragment_id: UUID
+    table: str
+    key: str
+    reason: str | None = Field(description="the engine's error and what it says of the file")
+    step: str | None = Field(description="the pipeline step that set it aside")
+    at: datetime | None
+    run_id: UUID | None = Field(description="the run that set it aside")
+    rows: int = Field(description="rows the catalog registered for it (in no table's count)")
+
+
 class DatasetStatusResponse(ApiModel):
     dataset_id: UUID
     compaction_needed: bool
     tables: dict[str, TableBody]
     runs: list[RunBody]
+    quarantined: list[QuarantinedBody]
+
+
+class QuarantineAction(ApiModel):
+    fragment_id: UUID
+    action: Literal["readmit", "delete"] = Field(
+        description="readmit: live again, compacted by the next run (after a fix); delete: removed, its object deleted"
+    )
+
+
+class QuarantineActionResponse(ApiModel):
+    fragment_id: UUID
+    dataset_id: UUID
+    action: Literal["readmit", "delete"]
+    changed: bool = Field(description="false if it was already done (the call is idempotent)")
+    compaction_needed: bool
 
 
 class RedriveRequest(ApiModel):

@@ -74,7 +74,7 @@ def upload(
                                 "file": str(path),
                                 "error": "not_parquet"
                                 if isinstance(exc, NotParquet)
-                                else "invalid_parquet"
+                                else exc.code
                                 if isinstance(exc, InvalidParquet)
                                 else "invalid",
                                 "message": str(exc),

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from fusou_compaction.engine import _arrow_env  # noqa: F401  (must run before pyarrow loads)
-from fusou_compaction.engine.errors import CorruptInputError, EngineError, SchemaCastError, UnsupportedInputError
+from fusou_compaction.engine.errors import (
+    INPUT_ERRORS,
+    CorruptInputError,
+    DecodeBudgetError,
+    EngineError,
+    InputError,
+    SchemaCastError,
+    UnsupportedInputError,
+)
 from fusou_compaction.engine.merge import (
     DEFAULT_TUNING,
     BinJob,
@@ -41,10 +49,13 @@ from fusou_compaction.engine.sinks import LocalDirSink, LocalFileWriter, open_lo
 __all__ = [
     "DEFAULT_TARGET_FILE_SIZE",
     "DEFAULT_TUNING",
+    "INPUT_ERRORS",
     "BinJob",
     "BinResult",
     "CorruptInputError",
+    "DecodeBudgetError",
     "EngineError",
+    "InputError",
     "InputFile",
     "LocalDirSink",
     "LocalFileWriter",

@@ -72,3 +72,15 @@ class DecodeBudgetError(EngineError):
 
     def __reduce__(self) -> tuple[type[DecodeBudgetError], tuple[str, str, str, str]]:
         return (DecodeBudgetError, (self.input_id, self.path, self.column, self.reason))
+
+
+# Errors that name one input which cannot be compacted for a reason of its own: retrying will not
+# help and the other inputs are fine, so the pipeline quarantines that input (``.input_id``) and
+# compacts the rest. Anything else (I/O, the catalog, a bug) fails the bin and is retried or caught.
+InputError = CorruptInputError | SchemaCastError | UnsupportedInputError | DecodeBudgetError
+INPUT_ERRORS = (
+    CorruptInputError,
+    SchemaCastError,
+    UnsupportedInputError,
+    DecodeBudgetError,
+)

@@ -191,6 +191,46 @@ def unsupported_column(schema: pa.Schema) -> tuple[str, str] | None:
     return None
 
 
+def name_problem(schema: pa.Schema) -> tuple[str, str] | None:
+    """The first column name (at any depth) that cannot name a column unambiguously, as
+    (column path, why): not UTF-8, empty, or the same as a sibling's. Uploads refuse these; the
+    engine compacts the last two (a schema with duplicate names is a group of its own)."""
+
+    def walk(fields: list[pa.Field[Any]], parent: str) -> tuple[str, str] | None:
+        seen: set[str] = set()
+        for f in fields:
+            name, ok = _field_name(f)
+            path = f"{parent}.{name}" if parent else name
+            if not ok:
+                return path, "has a name that is not UTF-8"
+            if name == "":
+                return path or "(empty)", "has an empty name"
+            if name in seen:
+                return path, "is named twice"
+            seen.add(name)
+            bad = inside(f.type, path)
+            if bad is not None:
+                return bad
+        return None
+
+    def inside(t: pa.DataType, path: str) -> tuple[str, str] | None:
+        if pat.is_dictionary(t):
+            t = t.value_type
+        if pat.is_struct(t):
+            return walk(_children(t), path)
+        # List items and map entries are named by the format, not the writer: only what they hold.
+        return next((bad for child in _children(t) if (bad := inside(child.type, path)) is not None), None)
+
+    return walk([schema.field(i) for i in range(len(schema))], "")
+
+
+def deepest_column(schema: pa.Schema) -> tuple[str, int] | None:
+    """The top-level column nested deepest and its depth in Parquet schema levels, counted as
+    pyarrow's reader limit counts them (``PYARROW_SCHEMA_DEPTH``: the root and the leaf count)."""
+    depths = [(_field_name(schema.field(i))[0], 1 + _parquet_depth(schema.field(i).type)) for i in range(len(schema))]
+    return max(depths, key=lambda d: d[1], default=None)
+
+
 def first_unsupported(schemas: Sequence[pa.Schema]) -> tuple[int, str, str] | None:
     """(position, column, why) of the first schema with an ``unsupported_column``, or None.
 

@@ -27,6 +27,8 @@ from fusou_compaction.api.models import (
     DatasetRequest,
     DatasetStatusResponse,
     DlqStatusResponse,
+    QuarantineAction,
+    QuarantineActionResponse,
     RedriveRequest,
     RedriveResponse,
     SanitizeResponse,
@@ -42,10 +44,11 @@ from fusou_compaction.handlers.deps import Dependencies, Needs, cold_start, depe
 from fusou_compaction.keys import TABLE_NAME_RE
 from fusou_compaction.logic.auth import Caller, Forbidden, Unauthorized, authenticate
 from fusou_compaction.logic.presigned import issue_presigned_upload, maybe_enqueue_realtime
+from fusou_compaction.logic.quarantine import act_on_quarantined
 from fusou_compaction.logic.redrive import redrive_all
 from fusou_compaction.logic.scheduled import claim_and_enqueue
 from fusou_compaction.logic.status import dataset_status_body, dlq_status_body
-from fusou_compaction.logic.uploads import ensure_may_write, store_fragment
+from fusou_compaction.logic.uploads import UploadLimits, ensure_may_write, store_fragment
 from fusou_compaction.observability import logger, metrics
 from fusou_compaction.pipeline.models import CompactionMessage
 
@@ -107,6 +110,9 @@ def _user(caller: Caller) -> UUID:
     security=USER,
     tags=["uploads"],
     responses=responses(201, UploadResponse, "the stored fragment", 400, 401, 403, 413, 415, 422),
+    description="A file that is readable Parquet but cannot be stored as it is gets 422 with an error naming "
+    "the check and details naming the column or the limit: row_count_mismatch, invalid_column_name, "
+    "too_many_columns, nesting_too_deep, decode_budget_exceeded (README, Upload limits).",
     # The body is read by hand (raw or multipart), so it is described here, not inferred.
     openapi_extensions={"requestBody": UPLOAD_REQUEST_BODY},
 )
@@ -118,7 +124,13 @@ def upload(
     deps = _deps()
     target, data = read_upload(app.current_event, dataset_id, table, deps.settings.max_direct_upload_bytes)
     stored = store_fragment(
-        deps.catalog, deps.store, owner_id=user, dataset_id=target.dataset_id, table=target.table, data=data
+        deps.catalog,
+        deps.store,
+        owner_id=user,
+        dataset_id=target.dataset_id,
+        table=target.table,
+        data=data,
+        limits=UploadLimits.from_settings(deps.settings),
     )
     maybe_enqueue_realtime(deps.catalog, deps.queue, deps.settings, stored)
     metrics.add_metric(name="FragmentsUploaded", unit=MetricUnit.Count, value=1)
@@ -246,6 +258,25 @@ def dlq_redrive(body: RedriveRequest) -> RedriveResponse:
         },
     )
     return RedriveResponse(moved=report.moved, failed=report.failed)
+
+
+@app.post(
+    f"{PREFIX}/quarantine",
+    summary="Re-admit (after a fix) or delete a quarantined fragment",
+    security=ADMIN,
+    tags=["operations"],
+    responses=responses(200, QuarantineActionResponse, "what was done", 400, 401, 403, 404, 409, 422),
+)
+def quarantine(body: QuarantineAction) -> QuarantineActionResponse:
+    _caller(admin_only=True)
+    outcome = act_on_quarantined(_deps().catalog, body.fragment_id, body.action)
+    return QuarantineActionResponse(
+        fragment_id=outcome.fragment_id,
+        dataset_id=outcome.dataset_id,
+        action=outcome.action,
+        changed=outcome.changed,
+        compaction_needed=outcome.compaction_needed,
+    )
 
 
 @cache

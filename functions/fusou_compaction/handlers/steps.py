@@ -32,6 +32,8 @@ def compact(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     result = dependencies(NEEDS).steps.compact(CompactItem.model_validate(event))
     metrics.add_metric(name="BytesCompacted", unit=MetricUnit.Bytes, value=result.bytes_out)
     metrics.add_metric(name="RowsCompacted", unit=MetricUnit.Count, value=result.rows_out)
+    if result.quarantined:
+        metrics.add_metric(name="FragmentsQuarantined", unit=MetricUnit.Count, value=result.quarantined)
     return result.to_json_dict()
 
 

@@ -31,7 +31,7 @@ from fusou_compaction import keys
 from fusou_compaction.catalog.client import Catalog
 from fusou_compaction.catalog.errors import DatasetForbidden, InvalidCatalogArgument
 from fusou_compaction.handlers.deps import Dependencies
-from fusou_compaction.logic.uploads import NotParquet, StoredFragment, store_fragment
+from fusou_compaction.logic.uploads import NotParquet, StoredFragment, UploadLimits, store_fragment
 from fusou_compaction.observability import logger, metrics
 from fusou_compaction.pipeline.models import CompactionMessage
 from fusou_compaction.ports.messaging import BatchEntry, Queue
@@ -207,7 +207,13 @@ def register_staged_upload(deps: Dependencies, key: str) -> RegisterOutcome:
         ticket, data = _read_checked(deps, key, m, info.size)
         raw_ticket = ticket.model_dump_json(by_alias=True)
         stored = store_fragment(
-            deps.catalog, deps.store, owner_id=ticket.owner_id, dataset_id=dataset_id, table=ticket.table, data=data
+            deps.catalog,
+            deps.store,
+            owner_id=ticket.owner_id,
+            dataset_id=dataset_id,
+            table=ticket.table,
+            data=data,
+            limits=UploadLimits.from_settings(deps.settings),
         )
     except ObjectNotFound:
         if deps.store.head(key) is None:  # handled meanwhile by another delivery (the sweep's, a retry)

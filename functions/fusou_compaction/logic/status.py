@@ -10,7 +10,7 @@ from typing import Any
 from uuid import UUID
 
 from fusou_compaction.catalog.client import Catalog
-from fusou_compaction.catalog.models import CatalogFile, Failure, Run
+from fusou_compaction.catalog.models import CatalogFile, Failure, QuarantineCount, QuarantinedFile, Run
 from fusou_compaction.ports.messaging import Queue, QueueDepth
 
 RECENT_FAILURES = 20
@@ -37,6 +37,19 @@ def _run_entry(run: Run) -> dict[str, Any]:
     }
 
 
+def _quarantined_entry(f: QuarantinedFile) -> dict[str, Any]:
+    return {
+        "fragmentId": str(f.id),
+        "table": f.table_name,
+        "key": f.object_key,
+        "reason": f.quarantine_reason,
+        "step": f.quarantine_step,
+        "at": f.quarantined_at.isoformat() if f.quarantined_at else None,
+        "runId": str(f.quarantined_by_run) if f.quarantined_by_run else None,
+        "rows": f.row_count,
+    }
+
+
 def dataset_status_body(catalog: Catalog, dataset_id: UUID, runs: int = RECENT_RUNS) -> dict[str, Any]:
     """Live files per table, pending fragments, last runs (newest first). Raises CatalogNotFound."""
     status = catalog.dataset_status(dataset_id, runs=runs)
@@ -48,6 +61,9 @@ def dataset_status_body(catalog: Catalog, dataset_id: UUID, runs: int = RECENT_R
         "compactionNeeded": status.dataset.compaction_needed,
         "tables": {name: _table_entry(files) for name, files in by_table.items()},
         "runs": [_run_entry(r) for r in status.runs],  # the catalog returns them newest first
+        # Files set aside because they cannot be compacted (migration 0008), oldest first: their
+        # rows are in no table above until an operator re-admits them.
+        "quarantined": [_quarantined_entry(f) for f in status.quarantined],
     }
 
 
@@ -66,9 +82,20 @@ def _failure_entry(f: Failure) -> dict[str, Any]:
     }
 
 
+def _quarantine_count(c: QuarantineCount) -> dict[str, Any]:
+    return {
+        "fragments": c.files,
+        "datasets": c.datasets,
+        "rows": c.rows,
+        "oldestAt": c.oldest_at.isoformat() if c.oldest_at else None,
+    }
+
+
 def dlq_status_body(catalog: Catalog, queue: Queue, dlq: Queue, limit: int = RECENT_FAILURES) -> dict[str, Any]:
     return {
         "queue": _depth_entry(queue.depth()),
         "dlq": _depth_entry(dlq.depth()),
         "recentFailures": [_failure_entry(f) for f in catalog.list_recent_failures(limit)],
+        # Files that no run will compact until an operator re-admits or deletes them.
+        "quarantined": _quarantine_count(catalog.count_quarantined()),
     }

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 from pydantic import TypeAdapter
 
 from fusou_compaction import engine, keys
 from fusou_compaction.catalog.client import Catalog
-from fusou_compaction.catalog.errors import CatalogNotFound
+from fusou_compaction.catalog.errors import CatalogNotFound, LeaseNotHeld
 from fusou_compaction.catalog.models import CompactedOutput
 from fusou_compaction.observability import logger
 from fusou_compaction.pipeline.models import (
@@ -33,14 +36,17 @@ from fusou_compaction.pipeline.models import (
     FailureInput,
     OutputRecord,
     PlanResult,
+    QuarantinedInput,
+    SchemaSource,
     UpdateResult,
     ValidateResult,
 )
-from fusou_compaction.ports.object_store import ObjectStore, WritableObject
+from fusou_compaction.ports.object_store import ObjectNotFound, ObjectStore, ObjectStoreError, WritableObject
 from fusou_compaction.settings import Settings
 
 _bin_inputs = TypeAdapter(list[BinInput])
 TERMINAL = {"succeeded", "skipped", "failed"}
+COMPACT_STEP = "Compact"  # the state's name: what a quarantine records as its step
 
 
 class DatasetNotFound(Exception):
@@ -200,6 +206,12 @@ class CompactionSteps:
 
     # Compact (one bin) ---------------------------------------------------------------------
     def compact(self, item: CompactItem) -> CompactResult:
+        """Compact one bin. An input the engine names as bad for a reason of its own (corrupt,
+        counts that disagree with its data, a cast or a column no output can carry, a decode over
+        budget) is quarantined in the catalog and the bin is compacted again without it, in this
+        invocation: the rest of the dataset still compacts in this run, and Update only ever sees
+        the inputs that made it into outputs. A retried invocation (or a redelivered run) leaves
+        out what the catalog already quarantined, so it never decodes a bad input twice."""
         started = time.monotonic()
         # Renewing the lease is our heartbeat: if another run took over, stop before writing.
         lease = self.catalog.acquire_lease(
@@ -211,40 +223,25 @@ class CompactionSteps:
         if inputs is None:
             raw = self.store.get_bytes(keys.plan_bin_key(item.run_id, item.bin.table, item.bin.index))
             inputs = _bin_inputs.validate_json(raw)
-        planned = engine.PlannedBin(
-            index=item.bin.index,
-            inputs=[
-                engine.InputFile(
-                    id=str(i.id),
-                    path=self.store.path_for(i.key),
-                    size_bytes=i.size_bytes,
-                    row_count=i.row_count,
-                    seq=i.seq,
-                    kind=i.kind,
-                )
-                for i in inputs
-            ],
-        )
+        ours = {i.id: i for i in inputs}
+        quarantined = [
+            QuarantinedInput(id=f.id, key=f.object_key, rows=f.row_count, reason=f.quarantine_reason or "")
+            for f in self.catalog.list_quarantined(item.dataset_id)
+            if f.id in ours
+        ]
+        remaining = [i for i in inputs if i.id not in {q.id for q in quarantined}]
         prefix = keys.compacted_prefix(item.dataset_id, item.bin.table, item.run_id)
-
-        def open_output(name: str) -> WritableObject:
-            return self.store.open_writer(prefix + name, content_type="application/vnd.apache.parquet")
-
-        known = self._known_schema(inputs)
-        result = engine.compact_bin(
-            planned,
-            source_fs=self.store.filesystem(),
-            open_output=open_output,
-            target_file_size=self.config.target_file_size,
-            name_prefix=f"part-{item.bin.index:05d}",
-            schema=known,
-        )
-        source = "footers" if known is None else ("catalog-missed" if result.known_schema_missed else "catalog")
-        if result.known_schema_missed:
-            logger.warning(
-                "an input did not fit the catalog's schema; the bin was compacted again from its footers",
-                extra={"runId": str(item.run_id), "table": item.bin.table, "bin": item.bin.index},
-            )
+        while True:
+            try:
+                result, source = self._compact_inputs(item, remaining, prefix)
+                break
+            except engine.INPUT_ERRORS as exc:
+                bad = next((i for i in remaining if str(i.id) == exc.input_id), None)
+                if bad is None:  # not one of this bin's inputs: a bug, not the input's fault
+                    raise
+                verdict = self._confirm(bad, exc) if isinstance(exc, engine.CorruptInputError) else exc
+                quarantined.append(self._quarantine(item, bad, verdict))
+                remaining.remove(bad)
         # Outputs become inputs of later runs (small compacted files are merged again).
         self.catalog.register_schemas(
             {o.schema_fingerprint: engine.schema_to_base64(o.schema) for o in result.outputs if o.schema is not None}
@@ -253,7 +250,7 @@ class CompactionSteps:
             run_id=item.run_id,
             table=item.bin.table,
             index=item.bin.index,
-            input_ids=[i.id for i in inputs],
+            input_ids=[i.id for i in remaining],
             outputs=[
                 OutputRecord(
                     table=item.bin.table,
@@ -270,6 +267,7 @@ class CompactionSteps:
             bytes_in=result.bytes_in,
             seconds=round(time.monotonic() - started, 4),
             schema_source=source,
+            quarantined=quarantined,
         )
         manifest_key = keys.manifest_key(item.run_id, item.bin.table, item.bin.index)
         self.store.put(manifest_key, manifest.model_dump_json(by_alias=True).encode(), content_type="application/json")
@@ -281,6 +279,98 @@ class CompactionSteps:
             rows_out=result.rows_out,
             files_out=len(result.outputs),
             bytes_out=result.bytes_out,
+            quarantined=len(quarantined),
+        )
+
+    def _compact_inputs(
+        self, item: CompactItem, inputs: list[BinInput], prefix: str
+    ) -> tuple[engine.BinResult, SchemaSource]:
+        if not inputs:  # every input of the bin was quarantined
+            return engine.BinResult(outputs=[], rows_in=0, bytes_in=0, files_in=0), "footers"
+        planned = engine.PlannedBin(
+            index=item.bin.index,
+            inputs=[
+                engine.InputFile(
+                    id=str(i.id),
+                    path=self.store.path_for(i.key),
+                    size_bytes=i.size_bytes,
+                    row_count=i.row_count,
+                    seq=i.seq,
+                    kind=i.kind,
+                )
+                for i in inputs
+            ],
+        )
+
+        def open_output(name: str) -> WritableObject:
+            return self.store.open_writer(prefix + name, content_type="application/vnd.apache.parquet")
+
+        known = self._known_schema(inputs)
+        result = engine.compact_bin(
+            planned,
+            source_fs=self.store.filesystem(),
+            open_output=open_output,
+            target_file_size=self.config.target_file_size,
+            name_prefix=f"part-{item.bin.index:05d}",
+            schema=known,
+        )
+        if result.known_schema_missed:
+            logger.warning(
+                "an input did not fit the catalog's schema; the bin was compacted again from its footers",
+                extra={"runId": str(item.run_id), "table": item.bin.table, "bin": item.bin.index},
+            )
+        source: SchemaSource = (
+            "footers" if known is None else ("catalog-missed" if result.known_schema_missed else "catalog")
+        )
+        return result, source
+
+    def _confirm(self, bad: BinInput, exc: engine.CorruptInputError) -> engine.InputError:
+        """The verdict on an input the engine found unreadable, from its bytes alone.
+
+        pyarrow reports an object store that failed mid-read (throttling, a reset connection) the
+        way it reports a corrupt file, and a transient error must never quarantine. So the object
+        is fetched again through the store (whose failures are ObjectStoreError: the state machine
+        retries the bin) and judged on a local copy: only an error the bytes themselves give is a
+        verdict. Bytes that read fine mean the first failure was the store's: ObjectStoreError."""
+        try:
+            data = self.store.get_bytes(bad.key)
+        except ObjectNotFound:  # the catalog's object is gone: nothing will ever read it
+            return engine.CorruptInputError(str(bad.id), bad.key, "its object is missing from the store")
+        with tempfile.TemporaryDirectory(prefix="fusou-check-") as tmp:
+            path = Path(tmp) / "input.parquet"
+            path.write_bytes(data)
+            del data
+            alone = engine.InputFile(
+                id=str(bad.id), path=str(path), size_bytes=bad.size_bytes, row_count=bad.row_count, seq=bad.seq
+            )
+            try:
+                engine.compact_bin([alone], source_fs=pafs.LocalFileSystem(), open_output=lambda _: _Discard())
+            except engine.INPUT_ERRORS as local:
+                local.path = bad.key  # the local copy's path means nothing to anyone
+                return local
+        raise ObjectStoreError(f"reading {bad.key} failed ({exc.reason}), but its bytes read fine: retry")
+
+    def _quarantine(self, item: CompactItem, bad: BinInput, exc: engine.InputError) -> QuarantinedInput:
+        column = getattr(exc, "column", None)
+        reason = f"{type(exc).__name__}: " + (f'column "{column}" {exc.reason}' if column else exc.reason)
+        try:
+            done = self.catalog.quarantine_file(
+                run_id=item.run_id, dataset_id=item.dataset_id, file_id=bad.id, step=COMPACT_STEP, reason=reason
+            )
+        except LeaseNotHeld as lost:
+            raise LeaseLost(f"run {item.run_id} cannot quarantine {bad.id}: {lost}") from exc
+        logger.warning(
+            "input quarantined: it cannot be compacted; the rest of its bin is compacted without it",
+            extra={
+                "runId": str(item.run_id),
+                "datasetId": str(item.dataset_id),
+                "table": item.bin.table,
+                "key": bad.key,
+                "reason": done.file.quarantine_reason,
+            },
+        )
+        return QuarantinedInput(
+            id=bad.id, key=bad.key, rows=bad.row_count, reason=done.file.quarantine_reason or reason
         )
 
     def _known_schema(self, inputs: list[BinInput]) -> pa.Schema | None:
@@ -360,6 +450,38 @@ class CompactionSteps:
             error=text,
             cause=err.cause,
         )
+
+
+class _Discard:
+    """A WritableObject that keeps nothing: _confirm only wants the engine's verdict."""
+
+    def __init__(self) -> None:
+        self._written = 0
+        self._closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._written += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._written
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._closed = True
+
+    def abort(self) -> None:
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def sha256(self) -> str:
+        return ""
 
 
 def state_input(event: dict[str, Any]) -> ExecutionInput:

@@ -15,19 +15,19 @@ from uuid import UUID
 from fusou_compaction import keys
 from fusou_compaction.catalog.client import Catalog
 from fusou_compaction.catalog.errors import CatalogNotFound, DatasetForbidden
+from fusou_compaction.logic.fragment_checks import InvalidParquet, NotParquet, UploadLimits, check_fragment
 from fusou_compaction.ports.object_store import ObjectStore
 
-
-class NotParquet(ValueError):
-    """The bytes are not a readable Parquet file (bad magic, truncated footer, unreadable schema)."""
-
-
-class InvalidParquet(ValueError):
-    """Readable Parquet that cannot be stored as it is: its counts contradict its data (→ 422)."""
-
-
-# Rows decoded at a time when an upload's rows are counted: bounds the memory of the check.
-_COUNT_BATCH_ROWS = 8192
+__all__ = [
+    "InvalidParquet",
+    "NotParquet",
+    "ParquetSummary",
+    "StoredFragment",
+    "UploadLimits",
+    "ensure_may_write",
+    "inspect_parquet",
+    "store_fragment",
+]
 
 
 @dataclass(frozen=True)
@@ -61,36 +61,15 @@ class StoredFragment:
         }
 
 
-def inspect_parquet(data: bytes) -> ParquetSummary:
+def inspect_parquet(data: bytes, limits: UploadLimits | None = None) -> ParquetSummary:
+    """What the catalog records of a fragment, once it passed every upload check
+    (logic/fragment_checks.py); raises NotParquet or an InvalidParquet naming what is wrong."""
     # pyarrow is imported here so that routes which never see Parquet do not pay for it.
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from fusou_compaction.engine.rowcount import RowCountMismatch, check_decoded, count_rows
     from fusou_compaction.engine.schema import schema_fingerprint, schema_to_base64
 
-    if len(data) < 12 or data[:4] != b"PAR1" or data[-4:] != b"PAR1":
-        raise NotParquet("not a Parquet file (missing PAR1 magic at start or end)")
-    try:
-        pf = pq.ParquetFile(pa.BufferReader(data))
-        schema = pf.schema_arrow
-        footer = pf.metadata
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise NotParquet(f"unreadable Parquet: {exc}") from exc
-    try:
-        # Rows as readers count them (the row groups'), never the file-level count alone: an
-        # early Rust writer left it at 0 (engine/rowcount.py). Then every row group is decoded,
-        # a batch at a time, and must hold what it says: the catalog's count is what the commit
-        # holds the compacted outputs to.
-        rows = count_rows(footer)
-        for i, expected in enumerate(rows.row_groups):
-            decoded = sum(b.num_rows for b in pf.iter_batches(batch_size=_COUNT_BATCH_ROWS, row_groups=[i]))
-            check_decoded(expected, decoded, f"row group {i}")
-    except RowCountMismatch as exc:
-        raise InvalidParquet(f"inconsistent Parquet: {exc}") from exc
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise NotParquet(f"unreadable Parquet: {exc}") from exc
-    return ParquetSummary(rows.total, schema_fingerprint(schema), len(schema), schema_to_base64(schema))
+    facts = check_fragment(data, limits or UploadLimits())
+    schema = facts.schema
+    return ParquetSummary(facts.rows, schema_fingerprint(schema), len(schema), schema_to_base64(schema))
 
 
 def ensure_may_write(catalog: Catalog, dataset_id: UUID, owner_id: UUID) -> bool:
@@ -105,10 +84,17 @@ def ensure_may_write(catalog: Catalog, dataset_id: UUID, owner_id: UUID) -> bool
 
 
 def store_fragment(
-    catalog: Catalog, store: ObjectStore, *, owner_id: UUID, dataset_id: UUID, table: str, data: bytes
+    catalog: Catalog,
+    store: ObjectStore,
+    *,
+    owner_id: UUID,
+    dataset_id: UUID,
+    table: str,
+    data: bytes,
+    limits: UploadLimits | None = None,
 ) -> StoredFragment:
     keys.check_table_name(table)
-    summary = inspect_parquet(data)
+    summary = inspect_parquet(data, limits)
     # Checked before the write so that nobody can put bytes under another user's prefix;
     # register_fragment checks again, atomically.
     exists = ensure_may_write(catalog, dataset_id, owner_id)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 Priority = Literal["manual", "scheduled", "realtime"]
+SchemaSource = Literal["catalog", "footers", "catalog-missed"]
 # A fixed namespace: the run id of a message is the same on every delivery.
 RUN_NAMESPACE = UUID("0b1f8f5e-6c1e-4d5e-9a36-2f4c6a9b7e11")
 
@@ -116,13 +117,22 @@ class OutputRecord(Wire):
     input_ids: list[UUID]
 
 
+class QuarantinedInput(Wire):
+    """An input of the bin set aside in the catalog (quarantine_file) instead of compacted."""
+
+    id: UUID
+    key: str
+    rows: int
+    reason: str
+
+
 class BinManifest(Wire):
     """Everything a bin produced; written to S3 so Update never depends on the state payload size."""
 
     run_id: UUID
     table: str
     index: int
-    input_ids: list[UUID]
+    input_ids: list[UUID]  # what the outputs replace; never a quarantined input
     outputs: list[OutputRecord]
     rows_in: int
     bytes_in: int
@@ -130,7 +140,10 @@ class BinManifest(Wire):
     # Where the bin's unified schema came from: "catalog" (each input read once), "footers" (a
     # schema unknown to the catalog, or several schema groups), "catalog-missed" (an input did
     # not fit the catalog's schema; the bin was done again from the footers).
-    schema_source: Literal["catalog", "footers", "catalog-missed"] = "footers"
+    schema_source: SchemaSource = "footers"
+    # Inputs of the bin that could not be compacted for a reason of their own: quarantined in the
+    # catalog (by this attempt or an earlier one of the same run), left out of input_ids.
+    quarantined: list[QuarantinedInput] = Field(default_factory=list)
 
 
 class CompactResult(Wire):
@@ -141,6 +154,7 @@ class CompactResult(Wire):
     rows_out: int
     files_out: int
     bytes_out: int
+    quarantined: int = 0  # inputs of the bin quarantined instead of compacted
 
 
 class UpdateResult(Wire):
