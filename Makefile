@@ -16,11 +16,12 @@ PY := .venv/bin/python
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup postgres test lint fmt typecheck bench demo synth build deploy destroy clean no-context-in-cdk-args mutate mutate-sql
+.PHONY: help setup postgres test test-scale lint fmt typecheck bench demo synth build deploy destroy clean no-context-in-cdk-args mutate mutate-sql
 
 help:
 	@echo "make demo   - run the whole system on an embedded local stack (no AWS, no Docker)"
 	@echo "make test   - the whole test suite against real PostgreSQL and moto's server"
+	@echo "make test-scale - priority measured with 1,100 scheduled datasets waiting (slow; also in make test)"
 	@echo "make lint   - ruff + mypy + checkov on the synthesized template"
 	@echo "make mutate - mutation testing (mutmut) per module; MODULE=logic for one; not part of make test"
 	@echo "make mutate-sql - mutation testing of the catalog's SQL functions; FUNCTIONS=commit_compaction for some"
@@ -49,6 +50,10 @@ postgres:
 
 test: setup
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+# Priority at scale (issue 19): 1,100 scheduled datasets waiting, one manual trigger, the figures printed.
+test-scale: setup
+	$(PY) -m pytest -p no:cacheprovider -s tests/pipeline/test_priority_at_scale.py $(PYTEST_ARGS)
 
 # Mutation testing: long (a module takes minutes to an hour), so never part of `make test` or CI.
 mutate: setup

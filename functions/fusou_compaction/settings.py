@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fusou_compaction.catalog.models import RetryBackoff
+from fusou_compaction.catalog.models import AdmissionPolicy, RetryBackoff
 from fusou_compaction.topology import dlq_name, queue_name
 
 MiB = 1024 * 1024
@@ -44,6 +44,8 @@ class Settings(BaseSettings):
 
     bucket: str = Field("dev-kc-compaction-data", min_length=3)
     queue_url: str = ""
+    # The low-priority queue the scheduled run feeds (topology.scheduled_queue_name).
+    scheduled_queue_url: str = ""
     dlq_url: str = ""
     # The register function's retry queue: the scheduled run hands it stranded presigned uploads.
     register_retry_queue_url: str = ""
@@ -74,8 +76,18 @@ class Settings(BaseSettings):
     # Compaction.
     target_file_size: int = Field(128 * MiB, ge=1 * MiB)
     lease_seconds: int = Field(900, ge=30, le=86_400)
-    claim_seconds: int = Field(3600, ge=60)
+    # How long a scheduled claim keeps other triggers off a dataset until its run takes the lease.
+    # Under the budget a drained backlog waits in the scheduled queue for hours, so the claim lasts
+    # nearly a day: tomorrow's run claims again whatever message was lost.
+    claim_seconds: int = Field(20 * 3600, ge=60)
+    # What `trigger-scheduled` claims when its body names no limit. The daily run drains the whole
+    # backlog (pages of 1,000), whatever this says.
     scheduled_claim_limit: int = Field(10, ge=1, le=1000)
+    # The daily run stops claiming with this many seconds of its timeout left (for housekeeping)
+    # and continues in a new asynchronous invocation of itself, at most this many times in a row.
+    scheduled_drain_reserve_seconds: int = Field(240, ge=10)
+    scheduled_page_size: int = Field(1000, ge=1, le=1000)  # claimed and sent at a time
+    scheduled_max_continuations: int = Field(24, ge=0)
     # A dataset whose run failed is claimed by the scheduler again only after
     # min(base * 2^(failures in a row - 1), max), and after every dataset that did not fail. With
     # the daily run: the next night for the first five failures, then every 2nd, 3rd, 6th night,
@@ -88,6 +100,17 @@ class Settings(BaseSettings):
     # scheduled run hands it back to the register function, well before the 2-day expiry.
     staging_min_age_seconds: int = Field(3600, ge=0)
     map_max_concurrency: int = Field(8, ge=1, le=40)
+    # The global budget: at most this many Compact invocations at once, account-wide (the Compact
+    # function's reserved concurrency is the same number). Scheduled runs leave
+    # `high_priority_reserve` of it to manual and realtime ones, which therefore start at once.
+    compaction_budget: int = Field(100, ge=1, le=10_000)
+    high_priority_reserve: int = Field(10, ge=0)
+    # An admission whose run never showed up (StartExecution failed) stops counting after this.
+    admission_stale_seconds: int = Field(900, ge=60)
+    # A message the budget refuses is sent again with a delay: full jitter over
+    # [0, min(max, base * 2^deferrals)] seconds (SQS allows at most 900).
+    defer_base_seconds: int = Field(5, ge=1)
+    defer_max_seconds: int = Field(900, ge=1, le=900)
 
     # Upload limits. Lambda takes at most 6 MB of event, and API Gateway base64-encodes binary
     # bodies (x 4/3), so ~4.4 MB of Parquet is the most a direct upload can carry; larger files
@@ -103,6 +126,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _catalog_is_reachable(self) -> Settings:
+        if self.high_priority_reserve >= self.compaction_budget:
+            raise ValueError("FUSOU_HIGH_PRIORITY_RESERVE must be less than FUSOU_COMPACTION_BUDGET")
         if self.retry_backoff_max_seconds < self.retry_backoff_base_seconds:
             raise ValueError("FUSOU_RETRY_BACKOFF_MAX_SECONDS must be at least FUSOU_RETRY_BACKOFF_BASE_SECONDS")
         if self.catalog_transport == "postgres" and self.database_url is None:
@@ -121,6 +146,16 @@ class Settings(BaseSettings):
     @property
     def retry_backoff(self) -> RetryBackoff:
         return RetryBackoff(base_seconds=self.retry_backoff_base_seconds, max_seconds=self.retry_backoff_max_seconds)
+
+    @property
+    def admission(self) -> AdmissionPolicy:
+        return AdmissionPolicy(
+            budget=self.compaction_budget,
+            reserve=self.high_priority_reserve,
+            max_weight=self.map_max_concurrency,
+            target_bytes=self.target_file_size,
+            stale_seconds=self.admission_stale_seconds,
+        )
 
     @property
     def queue_name(self) -> str:

@@ -14,6 +14,11 @@ class QueueTopology:
     dlq_batch_size: int = 5
     dlq_batching_window_seconds: int = 60
     dlq_retention_days: int = 14
+    # Event source maximum concurrency (SQS ScalingConfig, 2-1000): the consumer only admits runs
+    # and starts executions, so a few concurrent batches keep up with any budget; the bound keeps
+    # the churn of deferred messages (and StartExecution's rate) small whatever the backlog.
+    consumer_max_concurrency: int = 5
+    scheduled_consumer_max_concurrency: int = 2
 
     @property
     def visibility_timeout_seconds(self) -> int:
@@ -44,6 +49,12 @@ def queue_name(stage: str) -> str:
     return f"{stage}-kc-compaction-queue"
 
 
+def scheduled_queue_name(stage: str) -> str:
+    """The low-priority queue: only the scheduled run feeds it; the consumer drains it after the
+    main queue's manual and realtime messages have taken what they need of the budget."""
+    return f"{stage}-kc-compaction-scheduled-queue"
+
+
 def dlq_name(stage: str) -> str:
     return f"{stage}-kc-compaction-dlq"
 
@@ -62,3 +73,19 @@ def bucket_name(stage: str, account: str = "local") -> str:
 
 def state_machine_name(stage: str) -> str:
     return f"{stage}-kc-compaction"
+
+
+@dataclass(frozen=True)
+class LambdaShape:
+    """What a function is given in AWS beyond its code: memory, timeout, environment."""
+
+    memory_mb: int
+    timeout_seconds: int
+    environment: dict[str, str]
+
+
+# The Compact function as deployed (infra: config.COMPACT_MEMORY_MB, the pipeline's Compact timeout
+# and its environment; tests/infra checks the synthesized template agrees). The local stack runs
+# each Compact invocation in a process held to this memory and timeout (local/lambda_process.py).
+# Arrow's system allocator returns memory between bins; it must be set before pyarrow loads.
+COMPACT_LAMBDA = LambdaShape(memory_mb=1769, timeout_seconds=900, environment={"ARROW_DEFAULT_MEMORY_POOL": "system"})

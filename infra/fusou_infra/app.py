@@ -51,7 +51,7 @@ class BuiltApp(NamedTuple):
 
 def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = None) -> BuiltApp:
     """Context keys: stage (dev), assetsDir (build), requireBuiltAssets (false), mapMaxConcurrency,
-    compactMemoryMb (1769), alertEmail, nag (true). Context from the CLI or cdk.json wins over
+    compactionBudget (100), compactMemoryMb (1769), alertEmail, nag (true). Context from the CLI or cdk.json wins over
     ``context``."""
     merged = {**cdk_json_context(), **(context or {})}
     app = App(context=merged, outdir=os.environ.get("CDK_OUTDIR") or outdir or str(ROOT / "cdk.out"))
@@ -68,6 +68,7 @@ def build_app(context: Mapping[str, Any] | None = None, *, outdir: str | None = 
         stage=stage,
         assets=assets,
         map_max_concurrency=int(ctx("mapMaxConcurrency") or config.DEFAULT_MAP_MAX_CONCURRENCY),
+        compaction_budget=int(ctx("compactionBudget") or config.DEFAULT_COMPACTION_BUDGET),
         compact_memory_mb=_compact_memory_mb(ctx("compactMemoryMb")),
         alert_email=ctx("alertEmail") or None,
         description=f"FUSOU compaction ({stage}): API, SQS, Step Functions, S3; catalog in Supabase",

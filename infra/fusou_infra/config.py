@@ -27,7 +27,10 @@ REGISTER_RETRY_VISIBILITY_SECONDS = REGISTER.retry_visibility_seconds
 REGISTER_RETRY_RECEIVES = REGISTER.retry_receives
 REGISTER_ASYNC_RETRIES = REGISTER.async_retries
 DLQ_HANDLER_TIMEOUT_SECONDS = 60
-SCHEDULED_TIMEOUT_SECONDS = 300
+# Lambda's longest: the drain claims and enqueues pages of 1,000 until 240 s are left
+# (FUSOU_SCHEDULED_DRAIN_RESERVE_SECONDS), then housekeeping; a longer drain continues in a new
+# asynchronous invocation.
+SCHEDULED_TIMEOUT_SECONDS = 900
 LIGHT_MEMORY_MB = 256
 STEP_MEMORY_MB = 512
 # One full vCPU, the cheapest tier that runs the engine at its floor. The engine encodes on every
@@ -46,6 +49,11 @@ STEP_FUNCTIONS: dict[str, tuple[str, int]] = {
 }
 
 DEFAULT_MAP_MAX_CONCURRENCY: int = Settings.model_fields["map_max_concurrency"].default
+# The global budget: Compact's reserved concurrency and the consumer's admissions (context key
+# compactionBudget). Reserved concurrency comes out of the account's pool (1,000 by default, of
+# which 100 must stay unreserved): raise the account's quota before raising this past ~800.
+DEFAULT_COMPACTION_BUDGET: int = Settings.model_fields["compaction_budget"].default
+DEFAULT_HIGH_PRIORITY_RESERVE: int = Settings.model_fields["high_priority_reserve"].default
 
 # API Gateway throttling (per stage; admin routes lower).
 API_RATE_LIMIT = 50

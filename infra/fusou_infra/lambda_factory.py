@@ -69,6 +69,7 @@ class FunctionFactory(Construct):
         description: str,
         failures: str,
         environment: dict[str, str] | None = None,
+        reserved_concurrency: int | None = None,
     ) -> lambda_.Function:
         """``failures``: where a failed invocation goes instead of a Lambda DLQ (checkov's
         CKV_AWS_116 is acknowledged with it)."""
@@ -97,6 +98,7 @@ class FunctionFactory(Construct):
             architecture=config.LAMBDA_ARCHITECTURE,
             memory_size=memory_mb,
             timeout=Duration.seconds(timeout_seconds),
+            reserved_concurrent_executions=reserved_concurrency,
             tracing=lambda_.Tracing.ACTIVE,
             logging_format=lambda_.LoggingFormat.JSON,
             application_log_level_v2=lambda_.ApplicationLogLevel.INFO,

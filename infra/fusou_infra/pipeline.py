@@ -52,6 +52,7 @@ class CompactionPipeline(Construct):
         alerts: sns.ITopic,
         alerts_key: kms.IKey,
         map_max_concurrency: int,
+        compaction_budget: int = config.DEFAULT_COMPACTION_BUDGET,
         compact_memory_mb: int = config.COMPACT_MEMORY_MB,
     ) -> None:
         super().__init__(scope, id)
@@ -74,6 +75,11 @@ class CompactionPipeline(Construct):
                 # Arrow's system allocator returns memory between bins (bench/RESULTS.md: -70 MB);
                 # it must be set before pyarrow loads, so it is the function's environment.
                 environment={"ARROW_DEFAULT_MEMORY_POOL": "system"} if key == "compact" else None,
+                # The global budget, enforced by Lambda itself: never more Compact invocations at
+                # once, account-wide, and always that many available whatever else runs. The
+                # consumer's admissions keep demand within it; what overshoots is throttled and the
+                # state machine's throttle retrier waits it out.
+                reserved_concurrency=compaction_budget if key == "compact" else None,
             )
             secrets.grant_catalog(self.steps[key])
         # Plans and manifests travel through plans/; Parquet is read and written under datasets/.
@@ -129,14 +135,25 @@ class CompactionPipeline(Construct):
             "compaction DLQ after 3 receives",
             environment={"FUSOU_STATE_MACHINE_ARN": self.state_machine.state_machine_arn},
         )
-        self.consumer.add_event_source(
-            sources.SqsEventSource(
-                queues.queue,
-                batch_size=QUEUES.consumer_batch_size,
-                max_batching_window=Duration.seconds(QUEUES.consumer_batching_window_seconds),
-                report_batch_item_failures=True,
+        # Two mappings, one function: the main queue (manual, realtime, `aws sqs send-message`) and
+        # the low-priority scheduled queue. Maximum concurrency bounds each mapping's batches in
+        # flight, so a backlog of 100,000 deferred messages churns at a bounded rate.
+        for queue, max_concurrency in (
+            (queues.queue, QUEUES.consumer_max_concurrency),
+            (queues.scheduled_queue, QUEUES.scheduled_consumer_max_concurrency),
+        ):
+            self.consumer.add_event_source(
+                sources.SqsEventSource(
+                    queue,
+                    batch_size=QUEUES.consumer_batch_size,
+                    max_batching_window=Duration.seconds(QUEUES.consumer_batching_window_seconds),
+                    report_batch_item_failures=True,
+                    max_concurrency=max_concurrency,
+                )
             )
-        )
+        # Refused messages wait as delayed copies in their priority's queue.
+        queues.queue.grant_send_messages(self.consumer)
+        queues.scheduled_queue.grant_send_messages(self.consumer)
         self.state_machine.grant_start_execution(self.consumer)
         secrets.grant_catalog(self.consumer)
 

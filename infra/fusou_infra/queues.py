@@ -7,7 +7,14 @@ from aws_cdk import Duration
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from fusou_compaction.topology import QUEUES, dlq_name, queue_name, register_retry_dlq_name, register_retry_queue_name
+from fusou_compaction.topology import (
+    QUEUES,
+    dlq_name,
+    queue_name,
+    register_retry_dlq_name,
+    register_retry_queue_name,
+    scheduled_queue_name,
+)
 from fusou_infra import config
 
 
@@ -28,6 +35,18 @@ class Queues(Construct):
             self,
             "Queue",
             queue_name=queue_name(stage),
+            visibility_timeout=Duration.seconds(QUEUES.visibility_timeout_seconds),
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            dead_letter_queue=sqs.DeadLetterQueue(queue=self.dlq, max_receive_count=QUEUES.max_receive_count),
+        )
+        # The low-priority queue: only the scheduled run feeds it, and the consumer admits its
+        # messages only up to the budget minus what is reserved for manual and realtime work.
+        # Same redrive as the main queue (waiting for the budget never counts as a receive).
+        self.scheduled_queue = sqs.Queue(
+            self,
+            "ScheduledQueue",
+            queue_name=scheduled_queue_name(stage),
             visibility_timeout=Duration.seconds(QUEUES.visibility_timeout_seconds),
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,

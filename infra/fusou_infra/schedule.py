@@ -3,9 +3,10 @@ housekeeping)."""
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from fusou_compaction.topology import SCHEDULE_CRON
@@ -44,6 +45,23 @@ class Schedule(Construct):
             environment={"FUSOU_REGISTER_RETRY_QUEUE_URL": queues.register_retry.queue_url},
         )
         queues.queue.grant_send_messages(self.function)
+        queues.scheduled_queue.grant_send_messages(self.function)
+        # A drain that outlasts the invocation continues in an asynchronous invocation of itself.
+        # The ARN is built from the function's fixed name: a reference to the function itself would
+        # make its own policy depend on it (a cycle).
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["lambda:InvokeFunction"],
+                resources=[
+                    Stack.of(self).format_arn(
+                        service="lambda",
+                        resource="function",
+                        resource_name=config.resource_name(stage, "scheduled"),
+                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                ],
+            )
+        )
         storage.grant(self.function, config.DATASETS_PREFIX, DELETE)  # replaced objects past grace, orphans
         # Presigned uploads whose S3 event was lost: listed under staging/ (ListBucket, granted above
         # for the whole bucket) and handed to the register function through its retry queue; the

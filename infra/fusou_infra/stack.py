@@ -26,6 +26,7 @@ class CompactionStack(Stack):
         stage: str,
         assets: AssetSource,
         map_max_concurrency: int,
+        compaction_budget: int = config.DEFAULT_COMPACTION_BUDGET,
         compact_memory_mb: int = config.COMPACT_MEMORY_MB,
         alert_email: str | None = None,
         **kwargs: object,
@@ -45,6 +46,9 @@ class CompactionStack(Stack):
                 "FUSOU_STAGE": stage,
                 "FUSOU_BUCKET": storage.bucket.bucket_name,
                 "FUSOU_QUEUE_URL": queues.queue.queue_url,
+                "FUSOU_SCHEDULED_QUEUE_URL": queues.scheduled_queue.queue_url,
+                "FUSOU_COMPACTION_BUDGET": str(compaction_budget),
+                "FUSOU_MAP_MAX_CONCURRENCY": str(map_max_concurrency),
                 "FUSOU_DLQ_URL": queues.dlq.queue_url,
                 "FUSOU_CATALOG_TRANSPORT": "supabase",
                 "FUSOU_CATALOG_SECRET_ARN": secrets.catalog.secret_arn,
@@ -61,6 +65,7 @@ class CompactionStack(Stack):
             alerts=monitoring.topic,
             alerts_key=monitoring.key,
             map_max_concurrency=map_max_concurrency,
+            compaction_budget=compaction_budget,
             compact_memory_mb=compact_memory_mb,
         )
         api = Api(self, "Api", stage=stage, factory=factory, storage=storage, queues=queues, secrets=secrets)

@@ -284,9 +284,9 @@ def test_queue_to_compacted_dataset_through_every_deployed_function(
 
     # When the scheduled function runs on EventBridge's event
     scheduled = invoke(deployed, "scheduled", load_event("eventbridge_scheduled.json"))
-    # Then it put the dataset's message on the template's queue
+    # Then it put the dataset's message on the template's low-priority (scheduled) queue
     assert str(dataset) in scheduled["enqueued"]
-    queue_url = deployed.refs[_lid(deployed, "AWS::SQS::Queue", "dev-kc-compaction-queue")]
+    queue_url = deployed.refs[_lid(deployed, "AWS::SQS::Queue", "dev-kc-compaction-scheduled-queue")]
     sqs = deployed.client("sqs")
     messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
     ours = [m for m in messages if json.loads(m["Body"])["datasetId"] == str(dataset)]

@@ -75,7 +75,7 @@ def test_steps_retry_transient_errors_with_backoff_and_jitter_then_record_failur
     asl: dict[str, Any], state: str
 ) -> None:
     s = asl["States"][state]
-    [retry] = s["Retry"]
+    _throttle, retry = s["Retry"]  # throttling first (tests/infra/test_scale.py), then transient errors
     assert set(TRANSIENT_ERRORS) <= set(retry["ErrorEquals"])
     assert "States.ALL" not in retry["ErrorEquals"]  # a bad dataset fails fast, not three times
     assert retry["BackoffRate"] > 1 and retry["JitterStrategy"] == "FULL" and retry["MaxAttempts"] >= 2
@@ -84,7 +84,7 @@ def test_steps_retry_transient_errors_with_backoff_and_jitter_then_record_failur
 
 def test_a_failed_compact_bin_fails_the_map_into_record_failure(asl: dict[str, Any]) -> None:
     compact = asl["States"]["Compact"]
-    [retry] = compact["ItemProcessor"]["States"]["CompactBin"]["Retry"]
+    _throttle, retry = compact["ItemProcessor"]["States"]["CompactBin"]["Retry"]
     assert retry["JitterStrategy"] == "FULL" and retry["MaxAttempts"] >= 2
     assert compact["Catch"] == [
         {"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure.Compact", "Next": "RecordFailure"}
@@ -94,7 +94,7 @@ def test_a_failed_compact_bin_fails_the_map_into_record_failure(asl: dict[str, A
 def test_failure_path_sends_the_failure_to_the_dlq_then_fails(synth: Synthesized, asl: dict[str, Any]) -> None:
     states = asl["States"]
     assert states["RecordFailure"]["Next"] == "SendToDlq"
-    assert states["RecordFailure"]["Retry"][0]["ErrorEquals"] == ["States.ALL"]
+    assert states["RecordFailure"]["Retry"][-1]["ErrorEquals"] == ["States.ALL"]
     send = states["SendToDlq"]
     assert send["Resource"] == "arn:aws:states:::sqs:sendMessage"
     assert send["Parameters"] == {"QueueUrl": f"<{synth.logical_id(synth.stack.queues.dlq)}>", "MessageBody.$": "$.dlq"}

@@ -1,7 +1,7 @@
 """Fair retries measured on the local stack: broken datasets back off and never starve good ones.
 
-Rounds are scheduled runs (the EventBridge handler: claim up to 10, enqueue, housekeeping), each
-waited out before the next, as the daily schedule or an operator's `trigger-scheduled` would be.
+Rounds are claims of up to 10 pending datasets, enqueued as an operator's `trigger-scheduled` does
+(the daily run drains every pending dataset, in the same order), each waited out before the next.
 Run with ``-s`` to see the per-round figures.
 """
 
@@ -19,6 +19,7 @@ import pytest
 
 from fusou_compaction.catalog.models import RetryBackoff, Run
 from fusou_compaction.local.stack import LocalStack, StackOptions
+from fusou_compaction.logic.scheduled import claim_and_enqueue
 from fusou_compaction.ports.object_store import ObjectStoreError
 
 from .conftest import upload_fragments, wait_for
@@ -70,10 +71,19 @@ def runs(stack: LocalStack, dataset: UUID) -> list[Run]:
 
 
 def run_round(stack: LocalStack, number: int, counts: dict[UUID, int]) -> Round:
-    """One scheduled run, waited until every run it started has ended."""
+    """One claim of up to CLAIM_LIMIT datasets, waited until every run it started has ended."""
+    assert stack.deps is not None
     started = time.monotonic()
-    report = stack.run_scheduled()
-    r = Round(number, [UUID(d) for d in report["enqueued"]])
+    report = claim_and_enqueue(
+        stack.deps.catalog,
+        stack.deps.queue,
+        limit=CLAIM_LIMIT,
+        claimer=f"round-{number}",
+        claim_seconds=3600,
+        backoff=BACKOFF,
+        priority="scheduled",
+    )
+    r = Round(number, list(report.enqueued))
 
     def ended() -> bool:
         return all(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,6 +12,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from fusou_compaction.ports.messaging import BatchEntry, BatchSendResult, QueueDepth, QueueError, ReceivedMessage
 
 SEND_BATCH_LIMIT = 10  # SQS's hard limit per SendMessageBatch
+# A page of 1,000 claims is 100 SendMessageBatch calls: sent 8 at a time (~20 ms each in AWS),
+# a page takes ~0.3 s instead of ~2 s, so 100,000 datasets are enqueued in well under a minute.
+SEND_BATCH_THREADS = 8
 
 
 class SqsQueue:
@@ -22,26 +26,37 @@ class SqsQueue:
         # policy, status polls would push waiting messages into the DLQ. Only the DLQ may be peeked.
         self._peek_for_age = peek_for_age
 
-    def send(self, body: str) -> str:
+    def send(self, body: str, *, delay_seconds: int = 0) -> str:
+        kwargs: dict[str, Any] = {"DelaySeconds": delay_seconds} if delay_seconds else {}
         try:
-            return str(self._sqs.send_message(QueueUrl=self.url, MessageBody=body)["MessageId"])
+            return str(self._sqs.send_message(QueueUrl=self.url, MessageBody=body, **kwargs)["MessageId"])
         except (ClientError, BotoCoreError) as exc:
             raise QueueError(f"send to {self.url} failed: {exc}") from exc
 
+    def _send_chunk(self, chunk: list[BatchEntry]) -> BatchSendResult:
+        try:
+            resp = self._sqs.send_message_batch(
+                QueueUrl=self.url, Entries=[{"Id": e.id, "MessageBody": e.body} for e in chunk]
+            )
+        except (ClientError, BotoCoreError) as exc:
+            return BatchSendResult(sent=[], failed={e.id: str(exc) for e in chunk})
+        return BatchSendResult(
+            sent=[s["Id"] for s in resp.get("Successful", [])],
+            failed={f["Id"]: f.get("Message") or f.get("Code", "failed") for f in resp.get("Failed", [])},
+        )
+
     def send_batch(self, entries: list[BatchEntry]) -> BatchSendResult:
+        chunks = [entries[i : i + SEND_BATCH_LIMIT] for i in range(0, len(entries), SEND_BATCH_LIMIT)]
+        if len(chunks) <= 1:
+            results = [self._send_chunk(c) for c in chunks]
+        else:
+            with ThreadPoolExecutor(min(SEND_BATCH_THREADS, len(chunks)), thread_name_prefix="sqs-send") as pool:
+                results = list(pool.map(self._send_chunk, chunks))
         sent: list[str] = []
         failed: dict[str, str] = {}
-        for i in range(0, len(entries), SEND_BATCH_LIMIT):
-            chunk = entries[i : i + SEND_BATCH_LIMIT]
-            try:
-                resp = self._sqs.send_message_batch(
-                    QueueUrl=self.url, Entries=[{"Id": e.id, "MessageBody": e.body} for e in chunk]
-                )
-            except (ClientError, BotoCoreError) as exc:
-                failed.update({e.id: str(exc) for e in chunk})
-                continue
-            sent.extend(s["Id"] for s in resp.get("Successful", []))
-            failed.update({f["Id"]: f.get("Message") or f.get("Code", "failed") for f in resp.get("Failed", [])})
+        for r in results:
+            sent.extend(r.sent)
+            failed.update(r.failed)
         return BatchSendResult(sent=sent, failed=failed)
 
     def receive(

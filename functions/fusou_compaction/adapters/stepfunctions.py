@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fusou_compaction.ports.messaging import ExecutionAlreadyStarted
+from botocore.exceptions import ClientError
+
+from fusou_compaction.ports.messaging import ExecutionAlreadyStarted, OrchestratorThrottled
+
+# What StartExecution answers when the account's rate is exceeded (after boto3's own retries).
+THROTTLING_CODES = frozenset({"ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded"})
 
 
 class StepFunctionsOrchestrator:
@@ -19,4 +24,8 @@ class StepFunctionsOrchestrator:
         except self._sfn.exceptions.ExecutionAlreadyExists as exc:
             # Standard workflows dedupe by name for 90 days: a redelivered message lands here.
             raise ExecutionAlreadyStarted(name) from exc
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in THROTTLING_CODES:
+                raise OrchestratorThrottled(str(exc)) from exc
+            raise
         return str(resp["executionArn"])

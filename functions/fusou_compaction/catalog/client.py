@@ -9,6 +9,8 @@ from uuid import UUID
 from pydantic import TypeAdapter
 
 from fusou_compaction.catalog.models import (
+    Admission,
+    AdmissionPolicy,
     CatalogFile,
     CommitResult,
     CompactedOutput,
@@ -147,6 +149,28 @@ class Catalog:
         return int(self._call("release_claims", p_dataset_ids=list(dataset_ids), p_claimer=claimer))
 
     # Runs and leases.
+    def admit_run(self, *, run_id: UUID, dataset_id: UUID, priority: str, policy: AdmissionPolicy) -> Admission:
+        """Take the run's weight of the global budget, or refuse (migration 0009); idempotent."""
+        return Admission.model_validate(
+            self._call(
+                "admit_run",
+                p_run_id=run_id,
+                p_dataset_id=dataset_id,
+                p_priority=priority,
+                p_budget=policy.budget,
+                p_reserve=policy.reserve,
+                p_max_weight=policy.max_weight,
+                p_target_bytes=policy.target_bytes,
+                p_stale_seconds=policy.stale_seconds,
+            )
+        )
+
+    def release_admission(self, run_id: UUID) -> bool:
+        return bool(self._call("release_admission", p_run_id=run_id))
+
+    def admission_status(self, stale_seconds: int = 900) -> dict[str, int]:
+        return {k: int(v) for k, v in self._call("admission_status", p_stale_seconds=stale_seconds).items()}
+
     def begin_run(
         self,
         *,

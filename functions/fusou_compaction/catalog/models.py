@@ -50,6 +50,24 @@ class RetryBackoff(_Model):
         return 0.0 if failures < 1 else float(min(self.base_seconds * 2 ** min(failures - 1, 40), self.max_seconds))
 
 
+class AdmissionPolicy(_Model):
+    """The global compaction budget (admit_run, migration 0009): at most ``budget`` Compact
+    invocations at once; ``scheduled`` runs may take all but ``reserve`` of it."""
+
+    budget: int = Field(ge=1)
+    reserve: int = Field(ge=0)
+    max_weight: int = Field(ge=1)  # the Map's concurrency: the most one run holds at once
+    target_bytes: int = Field(ge=1)
+    stale_seconds: int = Field(900, ge=1)
+
+
+class Admission(_Model):
+    admitted: bool
+    weight: int
+    in_flight: int | None = None  # weight held by other runs when this one was decided
+    budget: int
+
+
 class CatalogFile(_Model):
     id: UUID
     dataset_id: UUID

@@ -1,4 +1,5 @@
-"""SQS → Step Functions. Partial batch failures: one bad message never re-drives its neighbours."""
+"""SQS (the main queue and the low-priority scheduled queue) → Step Functions, within the global
+budget. Partial batch failures: one bad message never re-drives its neighbours."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import model_validator
 
-from fusou_compaction.handlers.deps import Needs, cold_start, dependencies
-from fusou_compaction.logic.consumer import start_compaction
+from fusou_compaction.handlers.deps import Dependencies, Needs, cold_start, dependencies
+from fusou_compaction.logic.consumer import Deferral, start_compaction
 from fusou_compaction.observability import logger, metrics, tracer
 from fusou_compaction.pipeline.models import CompactionMessage
 
@@ -29,6 +30,16 @@ class CompactionRecord(SqsRecordModel):
 processor = BatchProcessor(event_type=EventType.SQS, model=CompactionRecord)
 
 
+def deferral_for(deps: Dependencies) -> Deferral:
+    """Refused scheduled work waits in the low-priority queue; manual and realtime in the main one."""
+    scheduled = deps.scheduled_queue or deps.queue
+    return Deferral(
+        {"manual": deps.queue, "realtime": deps.queue, "scheduled": scheduled},
+        base_seconds=deps.settings.defer_base_seconds,
+        max_seconds=deps.settings.defer_max_seconds,
+    )
+
+
 @tracer.capture_method
 def record_handler(record: CompactionRecord) -> str:
     assert record.message is not None  # set by the model's validator
@@ -39,6 +50,8 @@ def record_handler(record: CompactionRecord) -> str:
         body=str(record.body),
         catalog=deps.catalog,
         orchestrator=deps.orchestrator,
+        admission=deps.settings.admission,
+        deferral=deferral_for(deps),
     )
     logger.info(
         "compaction message",
@@ -56,5 +69,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     )
 
 
-NEEDS = Needs("consumer", state_machine=True)
+NEEDS = Needs("consumer", queue=True, scheduled_queue=True, state_machine=True)
 cold_start(NEEDS)

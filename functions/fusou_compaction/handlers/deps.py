@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fusou_compaction.catalog.client import Catalog
-from fusou_compaction.ports.messaging import Alerts, Orchestrator, Queue
+from fusou_compaction.ports.messaging import Alerts, Invoker, Orchestrator, Queue
 from fusou_compaction.ports.object_store import ObjectStore
 from fusou_compaction.settings import ConfigurationError, Settings, get_settings
 from fusou_compaction.wiring import RuntimeConfig, aws_client, build_catalog
@@ -37,6 +37,8 @@ class Dependencies:
     alerts: Alerts
     config: RuntimeConfig | None = field(default=None, repr=False)
     register_retry: Queue | None = None  # only the scheduled function sends to it
+    scheduled_queue: Queue | None = None  # the low-priority queue (scheduled function, consumer)
+    invoker: Invoker | None = None  # the scheduled function continues a long drain in a new invocation
 
     @property
     def runtime(self) -> RuntimeConfig:
@@ -66,6 +68,7 @@ class Needs:
 
     function: str
     queue: bool = False
+    scheduled_queue: bool = False
     dlq: bool = False
     register_retry_queue: bool = False
     state_machine: bool = False
@@ -78,6 +81,7 @@ class Needs:
             f"FUSOU_{name.upper()}"
             for name, needed in (
                 ("queue_url", self.queue),
+                ("scheduled_queue_url", self.scheduled_queue),
                 ("dlq_url", self.dlq),
                 ("register_retry_queue_url", self.register_retry_queue),
                 ("state_machine_arn", self.state_machine),
@@ -106,6 +110,7 @@ def build_dependencies(settings: Settings, needs: Needs | None = None) -> Depend
             raise ConfigurationError(needs.function, missing)
     # Adapters (boto3 above all) are imported when first needed, not when a handler module loads.
     from fusou_compaction.adapters.alerts import LogAlerts, SnsAlerts
+    from fusou_compaction.adapters.invoker import LambdaInvoker
     from fusou_compaction.adapters.s3 import S3ObjectStore
     from fusou_compaction.adapters.sqs import SqsQueue
     from fusou_compaction.adapters.stepfunctions import StepFunctionsOrchestrator
@@ -124,6 +129,8 @@ def build_dependencies(settings: Settings, needs: Needs | None = None) -> Depend
         alerts=alerts,
         config=config,
         register_retry=SqsQueue(sqs, settings.register_retry_queue_url) if settings.register_retry_queue_url else None,
+        scheduled_queue=SqsQueue(sqs, settings.scheduled_queue_url) if settings.scheduled_queue_url else None,
+        invoker=LambdaInvoker(lambda: aws_client(settings, "lambda")),
     )
 
 

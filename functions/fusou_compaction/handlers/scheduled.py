@@ -1,9 +1,9 @@
-"""EventBridge cron(0 2 * * ? *): re-send stranded uploads, enqueue pending datasets, then sweep
-leases and garbage."""
+"""EventBridge cron(0 2 * * ? *): re-send stranded uploads, drain every pending dataset into the
+low-priority queue, sweep leases and garbage; a drain that outlasts the invocation continues in an
+asynchronous invocation of this function (the same event, marked as its sequel)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -12,8 +12,7 @@ from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from fusou_compaction.handlers.deps import Needs, cold_start, dependencies
-from fusou_compaction.logic.presigned import resend_stranded_uploads
-from fusou_compaction.logic.scheduled import claim_and_enqueue, housekeeping
+from fusou_compaction.logic.scheduled import continuation_event, continuation_of, scheduled_run
 from fusou_compaction.observability import logger, metrics, tracer
 
 
@@ -23,32 +22,27 @@ from fusou_compaction.observability import logger, metrics, tracer
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     trigger = parse(event=event, model=EventBridgeModel)
     deps = dependencies(NEEDS)
-    s = deps.settings
-    stranded = resend_stranded_uploads(deps, min_age=timedelta(seconds=s.staging_min_age_seconds))
-    report = claim_and_enqueue(
-        deps.catalog,
-        deps.queue,
-        limit=s.scheduled_claim_limit,
+    hop = continuation_of(trigger.detail if isinstance(trigger.detail, dict) else None)
+    report = scheduled_run(
+        deps,
         claimer=f"scheduled:{trigger.id}",
-        claim_seconds=s.claim_seconds,
-        backoff=s.retry_backoff,
+        hop=hop,
+        time_left=lambda: context.get_remaining_time_in_millis() / 1000,
         now=trigger.time,
     )
-    house = housekeeping(deps.catalog, deps.store, orphan_min_age=timedelta(seconds=s.orphan_min_age_seconds))
-    metrics.add_metric(name="DatasetsEnqueued", unit=MetricUnit.Count, value=len(report.enqueued))
-    metrics.add_metric(name="EnqueueFailures", unit=MetricUnit.Count, value=len(report.failed))
-    result = {
-        "enqueued": [str(d) for d in report.enqueued],
-        "failed": {str(d): reason for d, reason in report.failed.items()},
-        "expiredLeases": house.expired_leases,
-        "garbageDeleted": house.garbage_deleted,
-        "orphansDeleted": house.orphans_deleted,
-        "strandedUploadsResent": len(stranded.resent),
-        "errors": stranded.errors + house.errors,
-    }
-    logger.info("scheduled compaction", extra=result)
+    if report.continue_later:
+        assert deps.invoker is not None
+        deps.invoker.invoke_async(context.invoked_function_arn, continuation_event(event, hop + 1))
+    metrics.add_metric(name="DatasetsEnqueued", unit=MetricUnit.Count, value=len(report.drain.enqueued))
+    metrics.add_metric(name="EnqueueFailures", unit=MetricUnit.Count, value=len(report.drain.failed))
+    result = report.to_json_dict()
+    # Counts only: a drained backlog is 100,000 ids, past a log event's 256 KB.
+    logger.info(
+        "scheduled compaction",
+        extra={**result, "enqueued": len(report.drain.enqueued), "failed": len(report.drain.failed)},
+    )
     return result
 
 
-NEEDS = Needs("scheduled", queue=True, register_retry_queue=True)
+NEEDS = Needs("scheduled", queue=True, scheduled_queue=True, register_retry_queue=True)
 cold_start(NEEDS)

@@ -106,6 +106,12 @@ def set_path(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     return out
 
 
+def error_name(exc: BaseException) -> str:
+    """The name Retry and Catch match: the class name, or AWS's own (``Lambda.TooManyRequestsException``)
+    for the stand-ins' errors, which carry it as ``error_name``."""
+    return str(getattr(exc, "error_name", None) or type(exc).__name__)
+
+
 def _as_json(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
@@ -133,8 +139,11 @@ class LocalRunner:
             base = self.rng.uniform(0, base)
         return base * self.time_scale
 
-    def _invoke(self, ex: Execution, state: str, function: str, retry: Retry, payload: Any, *, timeout: int) -> Any:
+    def _invoke(
+        self, ex: Execution, state: str, function: str, retries: tuple[Retry, ...], payload: Any, *, timeout: int
+    ) -> Any:
         attempt = 0
+        attempts = [0] * len(retries)  # each retrier counts its own attempts, as in ASL
         while True:
             attempt += 1
             began = time.monotonic()
@@ -144,11 +153,12 @@ class LocalRunner:
                 ex.history.append(HistoryEvent(state, attempt, None, began, time.monotonic() - began))
                 return _as_json(result)
             except Exception as exc:  # the error's name is what Retry and Catch match, as in AWS
-                name = type(exc).__name__
+                name = error_name(exc)
                 ex.history.append(HistoryEvent(state, attempt, name, began, time.monotonic() - began))
-                retryable = name in retry.errors or "States.ALL" in retry.errors
-                if retryable and attempt < retry.max_attempts:
-                    time.sleep(self._delay(retry, attempt))
+                matched = next((i for i, r in enumerate(retries) if name in r.errors or "States.ALL" in r.errors), None)
+                if matched is not None and attempts[matched] + 1 < retries[matched].max_attempts:
+                    attempts[matched] += 1
+                    time.sleep(self._delay(retries[matched], attempts[matched]))
                     continue
                 cause = json.dumps({"errorMessage": str(exc), "errorType": name})
                 raise StepFailed(name, cause) from exc
@@ -180,7 +190,9 @@ class LocalRunner:
         it = st.iterator
         with ThreadPoolExecutor(max_workers=max(1, st.max_concurrency), thread_name_prefix="map") as pool:
             futures = [
-                pool.submit(self._invoke, ex, st.name, it.function, it.retry, item_input(i), timeout=it.timeout_seconds)
+                pool.submit(
+                    self._invoke, ex, st.name, it.function, it.retries, item_input(i), timeout=it.timeout_seconds
+                )
                 for i in items
             ]
             results: list[Any] = []
@@ -208,7 +220,7 @@ class LocalRunner:
                 st = self.pipeline.states[state_name]
                 try:
                     if isinstance(st, Task):
-                        result = self._invoke(ex, st.name, st.function, st.retry, data, timeout=st.timeout_seconds)
+                        result = self._invoke(ex, st.name, st.function, st.retries, data, timeout=st.timeout_seconds)
                         data = set_path(data, st.result_path, result)
                         state_name = st.next
                     elif isinstance(st, SkipChoice):

@@ -36,10 +36,12 @@ from fusou_compaction.handlers import scheduled as scheduled_handler
 from fusou_compaction.handlers import steps as step_handlers
 from fusou_compaction.handlers.deps import Dependencies, use_dependencies
 from fusou_compaction.local.aws import LocalAws
+from fusou_compaction.local.concurrency import ReservedConcurrency
 from fusou_compaction.local.console import Feed, dlq_lines, register_lines, run_summary, scheduled_line, short
 from fusou_compaction.local.endpoints import Endpoints
+from fusou_compaction.local.lambda_process import LambdaFunction, settings_environment
 from fusou_compaction.local.postgres import PostgresServer, reachable_by_server
-from fusou_compaction.local.runner import Execution, LocalContext, LocalRunner, LocalStepFunctions
+from fusou_compaction.local.runner import Execution, Handler, LocalContext, LocalRunner, LocalStepFunctions
 from fusou_compaction.local.s3events import S3EventInvoker, notification_configuration
 from fusou_compaction.local.s3persist import KeptBucket, moto_s3_backend
 from fusou_compaction.observability import logger
@@ -47,6 +49,7 @@ from fusou_compaction.pipeline.definition import build_pipeline
 from fusou_compaction.ports.messaging import ReceivedMessage
 from fusou_compaction.settings import LOCAL_JWT_ISSUER, Settings
 from fusou_compaction.topology import (
+    COMPACT_LAMBDA,
     QUEUES,
     REGISTER,
     bucket_name,
@@ -54,6 +57,7 @@ from fusou_compaction.topology import (
     queue_name,
     register_retry_dlq_name,
     register_retry_queue_name,
+    scheduled_queue_name,
 )
 
 STEP_HANDLERS = {
@@ -84,6 +88,13 @@ class StackOptions:
     lease_seconds: int = 900
     grace_period_seconds: int = 24 * 3600
     scheduled_claim_limit: int = 10
+    scheduled_page_size: int = 1000
+    # The global budget (Compact's reserved concurrency and the consumer's admissions), sized for
+    # a laptop; a refused message waits base..max seconds (AWS: 5..900) before it is received again.
+    compaction_budget: int = 4
+    high_priority_reserve: int = 1
+    defer_base_seconds: int = 1
+    defer_max_seconds: int = 4
     # A presigned upload's failed registration: Lambda retries after ~1 and ~2 min, the retry queue
     # every 30 min; locally after these (seconds). The scheduled run's staging sweep waits as deployed.
     register_async_retry_delay_seconds: float = 0.5
@@ -96,6 +107,9 @@ class StackOptions:
     # Keep the catalog (PostgreSQL's data directory) and the bucket's objects under data_dir, so a
     # stack started again on it resumes, even after kill -9 (`dev`); otherwise both are throwaway.
     persist: bool = False
+    # Each Compact invocation runs in a process held to the deployed function's memory (and its
+    # timeout), as Lambda holds it; None runs it in this process, unlimited.
+    compact_memory_mb: int | None = COMPACT_LAMBDA.memory_mb
     # Where one readable line per event goes (`dev`: the terminal); the handlers' own JSON logs and
     # metrics go wherever the process sends them (`dev`: a file under data_dir).
     feed: Feed | None = None
@@ -211,6 +225,26 @@ class QueuePoller(threading.Thread):
         self.stop_event.set()
 
 
+class LocalInvoker:
+    """Lambda's asynchronous Invoke, locally: the function (named by its key's suffix) runs on its
+    own thread; its failure is logged, as an asynchronous invocation's would be."""
+
+    def __init__(self, functions: dict[str, Callable[[dict[str, Any]], None]]) -> None:
+        self.functions = functions
+
+    def invoke_async(self, function: str, event: dict[str, Any]) -> None:
+        key = function.rsplit(":", 1)[-1].removeprefix("local-")
+        target = self.functions[key]
+
+        def run() -> None:
+            try:
+                target(event)
+            except Exception:
+                logger.exception(f"asynchronous invocation of {key} failed")
+
+        threading.Thread(target=run, name=f"invoke-{key}", daemon=True).start()
+
+
 class DailySchedule(threading.Thread):
     """EventBridge's cron(0 2 * * ? *), locally."""
 
@@ -266,6 +300,8 @@ class LocalStack:
     _api: Any = None
     _kept: KeptBucket | None = None
     restored_objects: int = 0
+    compact_function: LambdaFunction | None = None
+    scheduled_sequels: list[dict[str, Any]] = field(default_factory=list)
 
     def start(self) -> LocalStack:
         o = self.options
@@ -321,6 +357,15 @@ class LocalStack:
                 ),
             },
         )["QueueUrl"]
+        self._scheduled_queue_url = sqs.create_queue(
+            QueueName=scheduled_queue_name(o.stage),
+            Attributes={
+                "VisibilityTimeout": str(QUEUES.visibility_timeout_seconds),
+                "RedrivePolicy": json.dumps(
+                    {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(QUEUES.max_receive_count)}
+                ),
+            },
+        )["QueueUrl"]
         self._sqs, self._queue_url, self._dlq_url, self._dlq_arn = sqs, queue_url, dlq_url, dlq_arn
         self._queue_arn = self._arn(queue_url)
         # Presigned uploads: the bucket notifies (moto: a local queue; AWS: the register function),
@@ -360,6 +405,7 @@ class LocalStack:
             aws_endpoint_url=self.aws.endpoint_url,
             bucket=self._bucket,
             queue_url=self._queue_url,
+            scheduled_queue_url=self._scheduled_queue_url,
             dlq_url=self._dlq_url,
             catalog_transport="postgres",
             database_url=database_url,
@@ -371,16 +417,38 @@ class LocalStack:
             lease_seconds=o.lease_seconds,
             grace_period_seconds=o.grace_period_seconds,
             scheduled_claim_limit=o.scheduled_claim_limit,
+            scheduled_page_size=o.scheduled_page_size,
             register_retry_queue_url=self._register_retry_url,
             staging_min_age_seconds=o.staging_min_age_seconds,
             retry_backoff_base_seconds=o.retry_backoff_base_seconds,
             retry_backoff_max_seconds=o.retry_backoff_max_seconds,
+            compaction_budget=o.compaction_budget,
+            high_priority_reserve=o.high_priority_reserve,
+            defer_base_seconds=o.defer_base_seconds,
+            defer_max_seconds=o.defer_max_seconds,
         )
         catalog = Catalog(PostgresRpc(database_url, max_size=16))
         queue, dlq = SqsQueue(self._sqs, self._queue_url), SqsQueue(self._sqs, self._dlq_url, peek_for_age=True)
-        runner = LocalRunner(build_pipeline(), STEP_HANDLERS, dlq, time_scale=o.step_time_scale)
+        # Compact's reserved concurrency is the budget: past it, Lambda.TooManyRequestsException.
+        compact: Handler = STEP_HANDLERS["compact"]
+        if o.compact_memory_mb is not None:
+            self.compact_function = LambdaFunction(
+                f"{step_handlers.__name__}.compact",
+                function_name=f"{o.stage}-kc-compaction-step-compact",
+                memory_mb=o.compact_memory_mb,
+                timeout_seconds=COMPACT_LAMBDA.timeout_seconds,
+                environment={**COMPACT_LAMBDA.environment, **settings_environment(settings)},
+            )
+            compact = self.compact_function
+        self.compact_concurrency = ReservedConcurrency(compact, o.compaction_budget, name="step-compact")
+        handlers: dict[str, Handler] = {**STEP_HANDLERS, "compact": self.compact_concurrency}
+        runner = LocalRunner(build_pipeline(settings.map_max_concurrency), handlers, dlq, time_scale=o.step_time_scale)
         self.sfn = LocalStepFunctions(
-            runner, on_start=self._run_started if o.feed else None, on_end=self._run_ended if o.feed else None
+            runner,
+            # Step Functions runs every execution it starts; the budget bounds how many are started.
+            max_workers=o.compaction_budget + 16,
+            on_start=self._run_started if o.feed else None,
+            on_end=self._run_ended if o.feed else None,
         )
         self.deps = Dependencies(
             settings=settings,
@@ -391,6 +459,8 @@ class LocalStack:
             orchestrator=self.sfn,
             alerts=LogAlerts(),
             register_retry=SqsQueue(self._sqs, self._register_retry_url),
+            scheduled_queue=SqsQueue(self._sqs, self._scheduled_queue_url),
+            invoker=LocalInvoker({"scheduled": self._scheduled_sequel}),
         )
         use_dependencies(self.deps)
 
@@ -466,15 +536,34 @@ class LocalStack:
             retries=REGISTER.async_retries,
             retry_delay_seconds=o.register_async_retry_delay_seconds,
         )
-        for t in (consumer, dlq, register_retry, s3_events):
+        # The low-priority queue: the same consumer function, its own event source mapping.
+        scheduled = QueuePoller(
+            "consumer-scheduled",
+            SqsQueue(self._sqs, self._scheduled_queue_url),
+            consumer_handler.handler,
+            batch_size=QUEUES.consumer_batch_size,
+            window_seconds=o.consumer_window_seconds,
+            retry_visibility_seconds=o.retry_visibility_seconds,
+            region=self.aws.region,
+            queue_arn=self._arn(self._scheduled_queue_url),
+        )
+        for t in (consumer, scheduled, dlq, register_retry, s3_events):
             t.start()
             self._threads.append(t)
 
-    def run_scheduled(self) -> dict[str, Any]:
-        result: dict[str, Any] = scheduled_handler.handler(scheduled_event(), LocalContext(function_name="scheduled"))
+    def run_scheduled(self, *, timeout_seconds: int = 900) -> dict[str, Any]:
+        context = LocalContext(function_name="scheduled", timeout_seconds=timeout_seconds)
+        result: dict[str, Any] = scheduled_handler.handler(scheduled_event(), context)
         if self.options.feed is not None:
             self.options.feed(scheduled_line(result))
         return result
+
+    def _scheduled_sequel(self, event: dict[str, Any]) -> None:
+        """A continuation of the scheduled run (its asynchronous self-invocation)."""
+        result = scheduled_handler.handler(event, LocalContext(function_name="scheduled"))
+        self.scheduled_sequels.append(result)
+        if self.options.feed is not None:
+            self.options.feed(scheduled_line(result))
 
     def _previous_endpoints(self) -> dict[str, Any]:
         path = self.options.data_dir / "endpoints.json"
@@ -516,6 +605,8 @@ class LocalStack:
         if self.sfn is not None:
             # Ctrl-C should not wait for runs in flight: their leases expire, as after a crash.
             self.sfn.shutdown(wait=False)
+        if self.compact_function is not None:
+            self.compact_function.close()  # a Compact in flight dies with it, as in a crash
         if self._api is not None:
             self._api.stop()
         if self.deps is not None:

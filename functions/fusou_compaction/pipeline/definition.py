@@ -9,14 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-# Failures worth retrying: the catalog or S3 were briefly unreachable, or Lambda itself hiccuped.
-TRANSIENT_ERRORS: tuple[str, ...] = (
-    "CatalogUnavailable",
-    "ObjectStoreError",
+# Lambda refused or dropped the invocation (throttled: the Compact function's reserved
+# concurrency is the global budget; or Lambda's own hiccup). Nothing ran, so waiting is always safe:
+# the first retrier of every task, patient enough (~14 min at most) that throttling never fails a run.
+THROTTLE_ERRORS: tuple[str, ...] = (
+    "Lambda.TooManyRequestsException",
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
     "Lambda.SdkClientException",
-    "Lambda.TooManyRequestsException",
+)
+# Failures worth retrying: the catalog or S3 were briefly unreachable, or the function died.
+TRANSIENT_ERRORS: tuple[str, ...] = (
+    "CatalogUnavailable",
+    "ObjectStoreError",
     "Lambda.Unknown",
     "States.Timeout",
 )
@@ -42,6 +47,7 @@ class Retry:
         }
 
 
+THROTTLE_RETRY = Retry(THROTTLE_ERRORS, interval_seconds=2, backoff_rate=2.0, max_attempts=12, max_delay_seconds=120)
 STEP_RETRY = Retry(TRANSIENT_ERRORS, interval_seconds=2, backoff_rate=2.0, max_attempts=3, max_delay_seconds=30)
 COMPACT_RETRY = Retry(TRANSIENT_ERRORS, interval_seconds=5, backoff_rate=2.0, max_attempts=3, max_delay_seconds=60)
 FAILURE_PATH_RETRY = Retry(("States.ALL",), interval_seconds=2, backoff_rate=2.0, max_attempts=5, max_delay_seconds=60)
@@ -58,10 +64,16 @@ class Task:
     timeout_seconds: int
     next: str | None
     catch: bool = True  # failures go to RecordFailure with ResultPath $.failure.<name>
+    throttle_retry: Retry | None = THROTTLE_RETRY
 
     @property
     def failure_path(self) -> str:
         return f"$.failure.{self.name}"
+
+    @property
+    def retries(self) -> tuple[Retry, ...]:
+        """Retriers in ASL order: the first whose errors match decides, each counts its own attempts."""
+        return (self.throttle_retry, self.retry) if self.throttle_retry is not None else (self.retry,)
 
 
 @dataclass(frozen=True)
@@ -164,7 +176,7 @@ def to_asl(
             "Resource": function_arns[t.function],
             "TimeoutSeconds": t.timeout_seconds,
             "ResultPath": t.result_path,
-            "Retry": [t.retry.to_asl()],
+            "Retry": [r.to_asl() for r in t.retries],
         }
         if t.catch:
             s["Catch"] = [{"ErrorEquals": ["States.ALL"], "ResultPath": t.failure_path, "Next": FAILURE_STATE}]

@@ -40,7 +40,7 @@ class ReceivedMessage:
 class Queue(Protocol):
     url: str
 
-    def send(self, body: str) -> str: ...
+    def send(self, body: str, *, delay_seconds: int = 0) -> str: ...
     def send_batch(self, entries: list[BatchEntry]) -> BatchSendResult: ...
     def receive(
         self, max_messages: int, wait_seconds: int = 0, visibility_timeout: int | None = None
@@ -54,9 +54,19 @@ class ExecutionAlreadyStarted(Exception):
     """StartExecution with a name already used: the message was delivered before."""
 
 
+class OrchestratorThrottled(Exception):
+    """StartExecution was throttled even after the SDK's own retries: try again later."""
+
+
 class Orchestrator(Protocol):
     def start_execution(self, name: str, payload: dict[str, Any]) -> str:
         """Start the state machine; returns the execution id. Idempotent on ``name``."""
+        ...
+
+
+class Invoker(Protocol):
+    def invoke_async(self, function: str, event: dict[str, Any]) -> None:
+        """Invoke a function asynchronously (Lambda's ``Event`` type): queued, retried by Lambda."""
         ...
 
 
