@@ -13,19 +13,52 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
 
 from fusou_compaction.local.aws import LOCAL_CREDENTIALS, LocalAws
+from fusou_compaction.local.postgres import free_port
 
 MOTO_ACCOUNT = "123456789012"  # moto's default account id
 
 
 class Unresolved(LookupError):
     pass
+
+
+@contextlib.contextmanager
+def isolated_aws() -> Iterator[LocalAws]:
+    """moto's server in a process of its own. The in-process servers of one test session share
+    moto's backends (module-level state), so a queue another test created under the same name
+    (the local stack's ``dev-kc-compaction-dlq``, other attributes) made CreateQueue fail here."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("moto_server did not start")
+            time.sleep(0.05)
+        for k, v in LOCAL_CREDENTIALS.items():
+            os.environ.setdefault(k, v)
+        yield LocalAws(port=port)  # an address only: the server is the process above
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 @dataclass

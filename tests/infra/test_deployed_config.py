@@ -31,14 +31,13 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from fusou_compaction.local.aws import LocalAws
 from fusou_compaction.local.postgres import PostgresServer
 from fusou_compaction.local.postgrest import LocalPostgrest
 from fusou_compaction.local.runner import LocalContext
 from fusou_compaction.settings import LOCAL_JWT_ISSUER
 from tests.conftest import load_event
 from tests.infra.conftest import Synthesized
-from tests.infra.deployed import DeployedStack, deployed_environment
+from tests.infra.deployed import DeployedStack, deployed_environment, isolated_aws
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
@@ -102,7 +101,7 @@ def supabase(catalog_url: str, keys: Keys) -> Iterator[LocalPostgrest]:
 
 @pytest.fixture(scope="module")
 def deployed(synth: Synthesized, supabase: LocalPostgrest) -> Iterator[DeployedStack]:
-    with LocalAws() as aws:
+    with isolated_aws() as aws:
         yield DeployedStack(synth.template, aws).create(
             {
                 # What the runbook has the operator write (infra/README.md), nothing more.
