@@ -147,8 +147,9 @@ def test_upload_then_the_seeds_aws_sqs_send_message_compacts(
 def test_dlq_status_and_token_answer(dev_stack: tuple[Any, dict[str, Any], Path]) -> None:
     _, _, path = dev_stack
     body = json.loads(cli("dlq-status", "--endpoints", str(path), "--json").stdout)
-    assert set(body) == {"queue", "dlq", "recentFailures"}
+    assert set(body) == {"queue", "dlq", "recentFailures", "quarantined"}
     assert set(body["dlq"]) == {"visible", "inFlight", "oldestAgeSeconds"}
+    assert set(body["quarantined"]) == {"fragments", "datasets", "rows", "oldestAt"}
     token = cli("token", "--user", str(uuid4()), "--endpoints", str(path)).stdout.strip()
     assert token.count(".") == 2
 

@@ -105,6 +105,13 @@ def _render_status(body: dict[str, Any]) -> None:
     for r in body["runs"]:
         runs.add_row(str(r["runId"]), r["status"], r["trigger"], r.get("errorStep") or "", (r.get("error") or "")[:80])
     out.print(runs)
+    if body.get("quarantined"):
+        q = Table(title="quarantined (not compacted until an admin re-admits or deletes them)")
+        for col in ("fragment", "table", "rows", "step", "reason"):
+            q.add_column(col)
+        for f in body["quarantined"]:
+            q.add_row(f["fragmentId"], f["table"], f"{f['rows']:,}", f["step"] or "", (f["reason"] or "")[:80])
+        out.print(q)
 
 
 @app.command("status")
@@ -162,6 +169,12 @@ def dlq_status(
     for x in body["recentFailures"]:
         f.add_row(str(x["at"]), str(x["datasetId"] or "-"), x["errorStep"] or "", (x["error"] or "")[:90])
     out.print(f)
+    quarantined = body.get("quarantined") or {}
+    if quarantined.get("fragments"):
+        out.print(
+            f"quarantined: {quarantined['fragments']} fragments ({quarantined['rows']:,} rows) in "
+            f"{quarantined['datasets']} datasets, the oldest since {quarantined['oldestAt']}"
+        )
 
 
 @app.command("token")
