@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from typing import Any
 from uuid import UUID, uuid4
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from fusou_compaction import keys
@@ -185,3 +188,55 @@ def test_the_presigned_check_uses_the_settings_of_the_register_function(api: Api
     assert hashlib.sha256(data).hexdigest() not in json.dumps(
         [o.key for o in api.deps.store.list_objects(keys.dataset_prefix(dataset))]
     )
+
+
+def _hidden_bomb() -> bytes:
+    """A dictionary whose statistics say its values are one byte long ('a' and 'c' are the smallest
+    and largest) while 2,000 rows point at a 1 MiB value between them: 2 GB decoded, 330 bytes."""
+    dictionary = pa.array(["a", "b" * (1 << 20), "c"])
+    indices = pa.array([0, 2] + [1] * 2000, pa.int32())
+    return write(pa.table({"log": pa.DictionaryArray.from_arrays(indices, dictionary)}), store_schema=False)
+
+
+def test_a_bomb_its_statistics_hide_is_refused_in_bounded_memory(tmp_path: Any) -> None:
+    # Given the hidden bomb, checked in a process that may not map more than 1 GiB
+    path = tmp_path / "bomb.parquet"
+    path.write_bytes(_hidden_bomb())
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+        "from fusou_compaction.logic.fragment_checks import DecodeBudgetExceeded, UploadLimits, check_fragment\n"
+        f"data = open({str(path)!r}, 'rb').read()\n"
+        "try:\n"
+        "    check_fragment(data, UploadLimits())\n"
+        "except DecodeBudgetExceeded as exc:\n"
+        "    print('refused', exc)\n"
+        # VmHWM, not ru_maxrss: Linux carries the parent's high-water mark into a child's ru_maxrss.
+        "peak = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) // 1024\n"
+        "print('peak', peak)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    # Then it is refused as a bomb, having held a few MB, not the 2 GB it decodes to
+    assert done.returncode == 0, done.stderr
+    assert "refused" in done.stdout and "decompression bomb" in done.stdout, done.stdout
+    assert int(done.stdout.split("peak")[1]) < 300, done.stdout
+
+
+def test_the_hidden_bomb_is_refused_through_the_api(api: Api) -> None:
+    dataset = uuid4()
+    status, code, _ = error_of(raw(api, _hidden_bomb(), dataset))
+    assert (status, code) == (422, "decode_budget_exceeded") and nothing_stored(api, dataset)
+
+
+def test_the_decoded_size_counted_is_what_pyarrow_decodes_the_lakes_data_to() -> None:
+    # The budget counts what the engine holds (plain types): within 1% of pyarrow's own figure
+    from fusou_compaction import synth
+    from fusou_compaction.engine import conform_table, normalize_schema
+
+    for frag in synth.iter_fragments(
+        tables=[*synth.TABLE_NAMES, *synth.WIDE_TABLE_NAMES], fragments=2, rows_per_fragment=2000, storage_drift=True
+    ):
+        counted = check_fragment(frag.data, UploadLimits()).decoded_bytes
+        table = pq.read_table(pa.BufferReader(frag.data))
+        plain = conform_table(table, normalize_schema(table.schema)).get_total_buffer_size()
+        assert abs(counted - plain) <= plain // 100, frag.table

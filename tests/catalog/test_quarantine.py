@@ -386,3 +386,24 @@ def test_quarantine_over_supabase_rpc_matches_the_direct_transport(world: World,
         # Then both transports see the same
         assert remote.dataset_status(w.dataset) == world.catalog.dataset_status(w.dataset)
         assert remote.readmit_quarantined(bad.id).readmitted
+
+
+@pytest.mark.parametrize(("expires_in", "held"), [("0 seconds", False), ("1 millisecond", True)])
+def test_a_lease_expiring_at_this_very_moment_is_no_longer_held(
+    world: World, sql: psycopg.Connection, expires_in: str, held: bool
+) -> None:
+    # Given a run whose lease expires exactly now (the transaction's now), or just after
+    frag = world.fragment()
+    run = world.running_run()
+    # When it quarantines in that same transaction
+    call = "SELECT quarantine_file(%s, %s, %s, 'Compact', 'reason')"
+    try:
+        with sql.transaction():
+            sql.execute(f"UPDATE datasets SET lease_expires_at = now() + interval '{expires_in}' WHERE id = %s",
+                        (world.dataset,))  # fmt: skip
+            sql.execute(call, (run, world.dataset, frag.id))
+        sqlstate = None
+    except psycopg.Error as exc:
+        sqlstate = exc.sqlstate
+    # Then a lease that ends now is not held (FC409), one that ends later is
+    assert sqlstate == (None if held else "FC409")

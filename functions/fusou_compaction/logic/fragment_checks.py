@@ -139,7 +139,7 @@ def check_fragment(data: bytes, limits: UploadLimits) -> FragmentFacts:
         raise NotParquet(f"unreadable Parquet: {exc}") from exc
     _check_schema(md, schema, limits)
     rows = _check_counts(md)
-    decoded = _check_decode(data, reader, md, rows, limits)
+    decoded = _check_decode(data, md, rows, limits)
     return FragmentFacts(rows=sum(rows), schema=schema, decoded_bytes=decoded)
 
 
@@ -208,8 +208,8 @@ def _check_counts(md: pq.FileMetaData) -> tuple[int, ...]:
         raise RowCountMismatch(f"inconsistent Parquet: {exc}") from exc
 
 
-def _check_decode(data: bytes, reader: Any, md: pq.FileMetaData, rows: tuple[int, ...], limits: UploadLimits) -> int:
-    """Decode every row group in slices; returns the decoded Arrow bytes."""
+def _check_decode(data: bytes, md: pq.FileMetaData, rows: tuple[int, ...], limits: UploadLimits) -> int:
+    """Decode every row group in slices; returns what the file decodes to, in plain Arrow bytes."""
     import pyarrow as pa
 
     from fusou_compaction.engine.errors import DecodeBudgetError
@@ -217,15 +217,11 @@ def _check_decode(data: bytes, reader: Any, md: pq.FileMetaData, rows: tuple[int
     from fusou_compaction.engine.read import _DECODE_LIMIT, Reader, decoded_bytes
     from fusou_compaction.engine.rowcount import RowCountMismatch as FooterMismatch
     from fusou_compaction.engine.rowcount import check_decoded
-    from fusou_compaction.engine.schema import conform_table, normalize_schema
 
     budget = limits.decode_budget(len(data))
     total = 0
     source = pa.BufferReader(data)
-    # Sizes as the engine holds the rows: in plain types (a dictionary column decoded), not as the
-    # file's stored Arrow schema may have pyarrow return them (dictionary-encoded, which hides a bomb).
-    plain = normalize_schema(reader.schema_arrow)
-    encoded = not plain.equals(reader.schema_arrow, check_metadata=False)
+    reader = _dictionary_reader(data, md)
     for index, expected in enumerate(rows):
         estimate, refusal = decoded_bytes(md, index)
         if refusal is not None:
@@ -248,13 +244,11 @@ def _check_decode(data: bytes, reader: Any, md: pq.FileMetaData, rows: tuple[int
                 decoded += batch.num_rows
                 if decoded > expected:
                     break  # more rows than promised: check_decoded says so below
-                table = pa.Table.from_batches([batch])
-                size = (conform_table(table, plain) if encoded else table).get_total_buffer_size()
-                del table
-                total += size
-                if size > _DECODE_LIMIT and batch.num_rows == 1:
+                plain, held = _sizes(batch)
+                total += plain
+                if held > _DECODE_LIMIT and batch.num_rows == 1:
                     raise DecodeBudgetExceeded(
-                        f"row {decoded - 1} of row group {index} decodes to {size} bytes: {_past(_DECODE_LIMIT)}",
+                        f"row {decoded - 1} of row group {index} decodes to {held} bytes: {_past(_DECODE_LIMIT)}",
                         limit=_DECODE_LIMIT,
                     )
                 if total > budget:
@@ -263,7 +257,7 @@ def _check_decode(data: bytes, reader: Any, md: pq.FileMetaData, rows: tuple[int
                         f"{limits.decode_ratio} x its {len(data)} bytes)): refused as a decompression bomb",
                         limit=budget,
                     )
-                fit = max(1, min(BATCH_ROWS, batch_rows * 8, SLICE_BYTES * batch.num_rows // max(1, size)))
+                fit = max(1, min(BATCH_ROWS, batch_rows * 8, SLICE_BYTES * batch.num_rows // max(1, held)))
                 if fit != batch_rows:
                     batch_rows = fit
                     reader.set_batch_size(batch_rows)
@@ -274,6 +268,83 @@ def _check_decode(data: bytes, reader: Any, md: pq.FileMetaData, rows: tuple[int
         except FooterMismatch as exc:
             raise RowCountMismatch(f"inconsistent Parquet: {exc}") from exc
     return total
+
+
+def _dictionary_reader(data: bytes, md: pq.FileMetaData) -> Any:
+    """A reader that hands dictionary-encoded text columns over as dictionaries (indices into the
+    dictionary page, never the values repeated): a value of 1 MiB that 2,000 rows point at is
+    2,000 indices here, and 2 GB only if written out. Such columns' statistics need not say how
+    long their values are (they hold the smallest and largest, not the longest), so a slice sized
+    from the footer can hold gigabytes; this way no slice holds more than its indices."""
+    import pyarrow as pa
+    from pyarrow._parquet import ParquetReader
+
+    from fusou_compaction.engine.schema import READ_SCHEMA_DEPTH
+
+    text = {"BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY"}
+    paths = sorted(
+        {
+            md.schema.column(j).path
+            for i in range(md.num_row_groups)
+            for j in range(md.num_columns)
+            if md.row_group(i).column(j).has_dictionary_page and md.schema.column(j).physical_type in text
+        }
+    )
+    reader = ParquetReader()
+    # The stubs lack schema_depth_limit (see engine.read.open_parquet).
+    reader.open(  # type: ignore[call-arg]
+        pa.BufferReader(data),
+        read_dictionary=paths or None,
+        metadata=md,
+        pre_buffer=False,
+        schema_depth_limit=READ_SCHEMA_DEPTH,
+    )
+    return reader
+
+
+def _sizes(batch: pa.RecordBatch) -> tuple[int, int]:
+    """(plain, held): the batch's Arrow bytes with every dictionary written out, as the engine
+    holds rows, and what it holds here."""
+    plain = held = 0
+    for column in batch.columns:
+        p, h = _array_sizes(column)
+        plain += p
+        held += h
+    return plain, held
+
+
+def _array_sizes(arr: pa.Array[Any]) -> tuple[int, int]:  # noqa: PLR0911 (one return per type family)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.types as pat
+
+    n = len(arr)
+    bitmap = (n + 7) // 8
+    t = arr.type
+    if isinstance(arr, pa.DictionaryArray):
+        indices = arr.indices
+        held = indices.get_total_buffer_size()
+        values: Any = arr.dictionary
+        if pat.is_binary(t.value_type) or pat.is_string(t.value_type) or pat.is_large_binary(t.value_type):
+            lengths: Any = pc.binary_length(values)
+            taken = pc.take(lengths, indices)
+            return int(pc.sum(taken).as_py() or 0) + 4 * (n + 1) + bitmap, held
+        if pat.is_fixed_size_binary(t.value_type):
+            return n * t.value_type.byte_width + bitmap, held
+        return _array_sizes(pc.take(values, indices))[0], held
+    if isinstance(arr, pa.MapArray):
+        keys, items = _array_sizes(arr.keys), _array_sizes(arr.items)
+        return 4 * (n + 1) + bitmap + keys[0] + items[0], 4 * (n + 1) + bitmap + keys[1] + items[1]
+    if isinstance(arr, pa.ListArray | pa.LargeListArray | pa.FixedSizeListArray):
+        inner = _array_sizes(arr.flatten())
+        width = 0 if isinstance(arr, pa.FixedSizeListArray) else 8 if isinstance(arr, pa.LargeListArray) else 4
+        offsets = width * (n + 1)
+        return offsets + bitmap + inner[0], offsets + bitmap + inner[1]
+    if isinstance(arr, pa.StructArray):
+        fields = [_array_sizes(f) for f in arr.flatten()]
+        return bitmap + sum(f[0] for f in fields), bitmap + sum(f[1] for f in fields)
+    size = arr.get_total_buffer_size()
+    return size, size
 
 
 def _past(limit: int) -> str:
