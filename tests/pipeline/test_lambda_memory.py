@@ -209,12 +209,19 @@ def test_a_compact_past_its_memory_is_retried_as_in_aws_then_fails_and_runs_agai
         f.memory_mb = COMPACT_LAMBDA.memory_mb
     # Then each attempt was stopped as Lambda stops it, the state machine retried it as its
     # Retry says (Lambda.Unknown is one of the transient errors), then failed the run at Compact
-    (run,) = deps.catalog.dataset_status(up.dataset).runs
-    assert (run.status, run.error_step) == ("failed", "Compact") and "Runtime.OutOfMemory" not in (run.error or "x")
-    assert (run.error or "").startswith(f"{LAMBDA_UNKNOWN}: ")
+    runs = deps.catalog.dataset_status(up.dataset).runs
     ex = next(e for e in stack.sfn.executions.values() if e.name.startswith(str(up.dataset)))  # type: ignore[union-attr]
-    attempts = [h.error for h in ex.history if h.state == "Compact"]
-    assert attempts == [LAMBDA_UNKNOWN] * COMPACT_RETRY.max_attempts
+    history = [(h.state, h.error) for h in ex.history]
+    assert len(runs) == 1, (runs, history)
+    run = runs[0]
+    assert (run.status, run.error_step) == ("failed", "Compact"), (run, history)
+    assert (run.error or "").startswith(f"{LAMBDA_UNKNOWN}: ") and "signal: killed" in (run.error or "")
+    attempts = [error for state, error in history if state == "Compact"]
+    assert attempts == [LAMBDA_UNKNOWN] * COMPACT_RETRY.max_attempts, history
+    # And the cause the Catch passed on is Lambda's: errorType Runtime.OutOfMemory
+    assert ex.output is not None
+    cause = json.loads(ex.output["failure"]["Compact"]["Cause"])
+    assert cause["errorType"] == "Runtime.OutOfMemory" and "past the function's" in cause["errorMessage"]
     assert f.out_of_memory >= COMPACT_RETRY.max_attempts
     # And nothing was quarantined or lost: every fragment is live, and the failure reached the DLQ
     assert deps.catalog.list_quarantined(up.dataset) == []

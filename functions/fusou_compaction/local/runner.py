@@ -160,7 +160,10 @@ class LocalRunner:
                     attempts[matched] += 1
                     time.sleep(self._delay(retries[matched], attempts[matched]))
                     continue
-                cause = json.dumps({"errorMessage": str(exc), "errorType": name})
+                # Lambda's own errorType where it differs from the error's name (a function that ran
+                # out of memory is Lambda.Unknown to the state machine, Runtime.OutOfMemory in its cause).
+                error_type = str(getattr(exc, "error_type", None) or name)
+                cause = json.dumps({"errorMessage": str(exc), "errorType": error_type})
                 raise StepFailed(name, cause) from exc
 
     def _send_dlq(self, ex: Execution, st: SendToDlq, data: dict[str, Any]) -> None:
