@@ -22,7 +22,7 @@ from fusou_compaction.catalog.errors import (
     InputsNotLive,
     InvalidCatalogArgument,
 )
-from fusou_compaction.logic.auth import Forbidden, Unauthorized
+from fusou_compaction.logic.auth import AuthUnavailable, Forbidden, Unauthorized
 from fusou_compaction.logic.fragment_checks import UPLOAD_REFUSALS, InvalidParquet, NotParquet
 from fusou_compaction.observability import logger
 from fusou_compaction.ports.messaging import QueueError
@@ -72,6 +72,7 @@ ERRORS: dict[type[BaseException], tuple[int, str]] = {
     InvalidField: (422, "invalid_field"),
     InvalidCatalogArgument: (422, "invalid_field"),
     CatalogUnavailable: (503, "unavailable"),
+    AuthUnavailable: (503, "unavailable"),
     QueueError: (503, "unavailable"),
     ObjectStoreError: (503, "unavailable"),
 }
@@ -79,6 +80,7 @@ ERRORS: dict[type[BaseException], tuple[int, str]] = {
 SERVER_ERROR_MESSAGES: dict[type[BaseException], str] = {
     CatalogUnavailable: "the catalog is unavailable; retry later",
     QueueError: "the queue is unavailable; retry later",
+    AuthUnavailable: "the sign-in keys (JWKS) are unavailable; retry later",
     ObjectStoreError: "the object store is unavailable; retry later",
 }
 INTERNAL_ERROR_MESSAGE = "internal error; retry later, or report the request id"

@@ -8,6 +8,8 @@
   so reading it already takes IAM permissions on that secret. There is no IAM-signed admin path:
   the gateway's methods have no IAM authorization, and treating any IAM caller as an admin would
   make every principal of the account one.
+- 503 means the project's JWKS cannot be fetched: no asymmetric token can be verified, good or
+  bad, so the caller is told to retry rather than that its token is wrong.
 - 401 means "no or bad credential" (missing, garbage, expired, forged, wrong audience or issuer,
   wrong admin token); 403 means "a good credential, but not allowed" (another user's dataset, a
   user token on an admin route).
@@ -36,6 +38,12 @@ MAX_TOKEN_CHARS = 16 * 1024
 ADMIN_HEADER = "x-admin-token"
 CLOCK_SKEW_SECONDS = 30
 JWKS_CACHE_SECONDS = 600
+# After a failed JWKS fetch, asymmetric tokens get 503 at once for this long instead of each
+# request waiting on the fetch's timeout again (a Supabase outage must not hold every API
+# invocation for 5 s). An unknown kid with the JWKS up costs at most one refetch per PyJWT's
+# cooldown (30 s), so a flood of forged kids is no flood of fetches.
+JWKS_DOWN_SECONDS = 10
+JWKS_FETCH_TIMEOUT_SECONDS = 5
 
 
 class Unauthorized(Exception):
@@ -44,6 +52,10 @@ class Unauthorized(Exception):
 
 class Forbidden(Exception):
     """A verified caller who may not do this (→ 403)."""
+
+
+class AuthUnavailable(Exception):
+    """The keys that would verify the token cannot be fetched now (→ 503, retry later)."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +81,11 @@ class Caller:
 @lru_cache(maxsize=4)
 def _jwks_client(url: str) -> jwt.PyJWKClient:
     # One client per container: it caches the key set and refetches only for an unknown kid.
-    return jwt.PyJWKClient(url, cache_keys=True, lifespan=JWKS_CACHE_SECONDS, timeout=5)
+    return jwt.PyJWKClient(url, cache_keys=True, lifespan=JWKS_CACHE_SECONDS, timeout=JWKS_FETCH_TIMEOUT_SECONDS)
+
+
+# JWKS URL -> monotonic time until which it is taken as down (see JWKS_DOWN_SECONDS).
+_jwks_down_until: dict[str, float] = {}
 
 
 def _jwks_key(token: str, alg: str, jwks_url: str) -> Any:
@@ -79,8 +95,13 @@ def _jwks_key(token: str, alg: str, jwks_url: str) -> Any:
     word. The key's type decides, so an ES256 header on an RSA key (or RS256 on an EC key) is
     refused here instead of reaching the verifier with a key it cannot use.
     """
+    if _jwks_down_until.get(jwks_url, 0.0) > time.monotonic():
+        raise AuthUnavailable("the project's signing keys (JWKS) are unreachable; retry later")
     try:
         jwk = _jwks_client(jwks_url).get_signing_key_from_jwt(token)
+    except jwt.PyJWKClientConnectionError as exc:
+        _jwks_down_until[jwks_url] = time.monotonic() + JWKS_DOWN_SECONDS
+        raise AuthUnavailable("the project's signing keys (JWKS) are unreachable; retry later") from exc
     except jwt.PyJWTError as exc:
         raise Unauthorized(f"no signing key for this token: {exc}") from exc
     # ``algorithm_name`` is the JWK's own ``alg``, or the one its kty/crv implies (EC P-384 is
