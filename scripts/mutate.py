@@ -54,7 +54,11 @@ MODULES: dict[str, Module] = {
     "catalog": Module(("catalog/*",), ("tests/catalog",)),
     "planner": Module(
         ("engine/planner.py",),
-        ("tests/engine/test_engine_planner.py", "tests/engine/test_engine_planner_boundaries.py"),
+        (
+            "tests/engine/test_engine_planner.py",
+            "tests/engine/test_engine_planner_boundaries.py",
+            "tests/engine/test_engine_planner_mutants.py",
+        ),
     ),
     "schema": Module(("engine/schema.py",), ("tests/engine/test_engine_schema.py", "tests/catalog/test_schemas.py")),
     "read": Module(

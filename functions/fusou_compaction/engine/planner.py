@@ -59,12 +59,12 @@ def plan_table(
     sizes = [max(1, round(f.size_bytes * (fragment_output_ratio if f.kind == "fragment" else 1.0))) for f in candidates]
     total = sum(sizes)
     n_bins = max(1, math.ceil(total / target_file_size))
-    share = total / n_bins
     buckets: list[list[tuple[InputFile, int]]] = [[] for _ in range(n_bins)]
     start = 0
     for f, size in zip(candidates, sizes, strict=True):
-        midpoint = start + size / 2
-        buckets[min(n_bins - 1, int(midpoint // share))].append((f, size))
+        # The bin of the midpoint, start + size / 2, in shares of total / n_bins, in integers: in floats
+        # a midpoint exactly on a boundary fell in the earlier bin whenever the share was inexact.
+        buckets[min(n_bins - 1, (2 * start + size) * n_bins // (2 * total))].append((f, size))
         start += size
     bins: list[PlannedBin] = []
     for bucket in buckets:
