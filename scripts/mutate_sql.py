@@ -18,6 +18,7 @@ migrations of the last commit (``--worktree``: the files as they are now).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -29,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+PLUGIN = "_sql_calls_plugin"  # scripts/_sql_calls_plugin.py: which tests execute which function
+PYTEST = (sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", PLUGIN, "-q", "-x", "--timeout=120")
 MIGRATIONS = "infra/supabase/migrations"
 # The functions whose conditions keep the catalog's promises (issue 20), and the helpers they use.
 FUNCTIONS = (
@@ -47,6 +50,19 @@ FUNCTIONS = (
     "find_fragment",
     "_retry_due_at",
     "_count_run_outcome",
+    # 0008: quarantine
+    "quarantine_file",
+    "_lock_file",
+    "readmit_quarantined",
+    "delete_quarantined",
+    "list_quarantined",
+    "count_quarantined",
+    "list_live_files",
+    "_refresh_dataset_counters",
+    # 0009: admission (the global compaction budget)
+    "admit_run",
+    "_admission_in_flight",
+    "release_admission",
 )
 # (pattern, replacement, name): applied to one occurrence at a time.
 OPERATORS: tuple[tuple[str, str, str], ...] = (
@@ -158,13 +174,38 @@ def apply(migrations: dict[str, str], mutant: Mutant, into: Path) -> None:
         (into / name).write_text("".join(lines))
 
 
-def tests_for(function: str) -> list[str]:
-    catalog_tests = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "catalog").glob("test_*.py"))
-    naming = [t for t in catalog_tests if function.lstrip("_") in (ROOT / t).read_text()]
-    return naming + [t for t in catalog_tests if t not in naming]
+CATALOG_TESTS = "tests/catalog"
 
 
-def run_one(mutant: Mutant, migrations: dict[str, str], pg: object, env: dict[str, str]) -> str:
+def catalog_test_files() -> list[str]:
+    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / CATALOG_TESTS).glob("test_*.py"))
+
+
+def record_calls(env: dict[str, str], template: str) -> dict[str, list[str] | None]:
+    """Run the catalog tests once, unmutated: which SQL functions each test executes (all must pass)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "calls.jsonl"
+        done = subprocess.run(
+            [*PYTEST, *catalog_test_files()],
+            cwd=ROOT,
+            env={**env, "FUSOU_TEST_CATALOG_TEMPLATE": template, "FUSOU_SQL_CALLS_OUT": str(out)},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"the catalog tests fail without any mutant:\n{done.stdout[-3000:]}")
+        return {r["test"]: r["functions"] for r in map(json.loads, out.read_text().splitlines())}
+
+
+def tests_for(function: str, calls: dict[str, list[str] | None]) -> list[str]:
+    """The tests that execute the function (or whose calls are unknown): those in files naming it first."""
+    naming = {t for t in catalog_test_files() if function.lstrip("_") in (ROOT / t).read_text()}
+    chosen = [t for t, functions in calls.items() if functions is None or function in functions]
+    return sorted(chosen, key=lambda t: t.split("::")[0] not in naming)
+
+
+def run_one(mutant: Mutant, migrations: dict[str, str], pg: object, env: dict[str, str], tests: list[str]) -> str:
     import psycopg
 
     from fusou_compaction.catalog.migrate import migrate
@@ -181,24 +222,19 @@ def run_one(mutant: Mutant, migrations: dict[str, str], pg: object, env: dict[st
                 migrate(url, Path(tmp))
             except psycopg.Error:
                 return "stillborn"
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "-p",
-                "no:cacheprovider",
-                "-q",
-                "-x",
-                "--timeout=120",
-                *tests_for(mutant.function),
-            ],
-            cwd=ROOT,
-            env={**env, "FUSOU_TEST_CATALOG_TEMPLATE": database},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        if not tests:
+            return "no tests"
+        with tempfile.NamedTemporaryFile("w", suffix=".txt") as select:
+            select.write("\n".join(tests) + "\n")
+            select.flush()
+            done = subprocess.run(
+                [*PYTEST, *catalog_test_files()],
+                cwd=ROOT,
+                env={**env, "FUSOU_TEST_CATALOG_TEMPLATE": database, "FUSOU_SQL_SELECT": select.name},
+                capture_output=True,
+                text=True,
+                check=False,
+            )
         return "survived" if done.returncode == 0 else "killed" if done.returncode == 1 else f"error {done.returncode}"
     finally:
         with psycopg.connect(pg.url, autocommit=True) as conn:  # type: ignore[attr-defined]
@@ -232,22 +268,36 @@ def main() -> int:
 
         with psycopg.connect(pg.url, autocommit=True) as conn:
             conn.execute("CREATE DATABASE sqlmut_base")
+            # Count every function's calls, so that a mutant runs only the tests that execute it.
+            conn.execute("ALTER SYSTEM SET track_functions = 'all'")
+            conn.execute("SELECT pg_reload_conf()")
         with tempfile.TemporaryDirectory() as tmp:
             for name, text in migrations.items():
                 (Path(tmp) / name).write_text(text)
             migrate(pg.url_for("sqlmut_base"), Path(tmp))
-        env = {**os.environ, "FUSOU_TEST_PG_PORT": str(pg.port)}
+        env = {
+            **os.environ,
+            "FUSOU_TEST_PG_PORT": str(pg.port),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "scripts"), os.environ.get("PYTHONPATH")])),
+        }
+        calls = record_calls(env, "sqlmut_base")
+        print(f"{len(calls)} catalog tests; per function, the tests that execute it:")
+        for function in functions:
+            print(f"  {function:28} {len(tests_for(function, calls))}")
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            futures = {m.number: pool.submit(run_one, m, migrations, pg, env) for m in mutants}
+            futures = {
+                m.number: pool.submit(run_one, m, migrations, pg, env, tests_for(m.function, calls)) for m in mutants
+            }
             for m in mutants:
                 results[m.number] = futures[m.number].result()
                 print(f"{results[m.number]:>9}  #{m.number} {m.file}:{m.line} {m.function} [{m.operator}]  {m.after}")
                 sys.stdout.flush()
 
-    print("\nfunction                  killed  survived  stillborn")
+    print("\nfunction                  killed  survived  stillborn  no tests")
     for function in dict.fromkeys(m.function for m in mutants):
         counts = Counter(results[m.number] for m in mutants if m.function == function)
-        print(f"{function:25} {counts['killed']:6} {counts['survived']:9} {counts['stillborn']:10}")
+        killed, survived, stillborn, untested = (counts[k] for k in ("killed", "survived", "stillborn", "no tests"))
+        print(f"{function:25} {killed:6} {survived:9} {stillborn:10} {untested:9}")
     survivors = [m for m in mutants if results[m.number] != "killed" and results[m.number] != "stillborn"]
     print(f"\n{len(mutants)} mutants: {len(mutants) - len(survivors)} killed or stillborn, {len(survivors)} left")
     return 1 if survivors else 0

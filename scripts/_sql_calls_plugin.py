@@ -1,0 +1,62 @@
+"""pytest plugin for ``scripts/mutate_sql.py``: which catalog tests call which SQL functions.
+
+With ``FUSOU_SQL_CALLS_OUT`` set (and the server's ``track_functions = 'all'``), each test that gets
+a catalog database appends ``{"test": nodeid, "functions": [...]}`` (every function its database
+executed, nested calls and triggers included) to that file; a test without one is recorded with
+``"functions": null`` (run for every mutant). With ``FUSOU_SQL_SELECT`` set (a file of node ids, one
+a line), only those tests run, in that order: a mutant of a function only runs the tests that
+execute it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _record_sql_calls(request: pytest.FixtureRequest) -> Iterator[None]:
+    out = os.environ.get("FUSOU_SQL_CALLS_OUT")
+    if not out:
+        yield
+        return
+    if "database_url" not in request.fixturenames:
+        yield
+        with open(out, "a") as f:
+            f.write(json.dumps({"test": request.node.nodeid, "functions": None}) + "\n")
+        return
+    url = request.getfixturevalue("database_url")
+    yield
+    with psycopg.connect(url, autocommit=True) as conn:
+        # Other sessions flush their function statistics when they end: wait for them to end.
+        deadline = time.monotonic() + 10
+        names: list[str] | None = None  # still busy at the deadline: unknown, so run it for every mutant
+        while time.monotonic() < deadline:
+            others = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+            if others is not None and others[0] == 0:
+                conn.execute("SELECT pg_stat_clear_snapshot()")
+                names = [r[0] for r in conn.execute("SELECT funcname FROM pg_stat_user_functions WHERE calls > 0")]
+                break
+            time.sleep(0.02)
+    with open(out, "a") as f:
+        f.write(json.dumps({"test": request.node.nodeid, "functions": names}) + "\n")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    select = os.environ.get("FUSOU_SQL_SELECT")
+    if not select:
+        return
+    order = {nodeid: i for i, nodeid in enumerate(Path(select).read_text().splitlines())}
+    kept = sorted((item for item in items if item.nodeid in order), key=lambda item: order[item.nodeid])
+    deselected = [item for item in items if item.nodeid not in order]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+    items[:] = kept
