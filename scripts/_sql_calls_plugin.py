@@ -3,7 +3,7 @@
 With ``FUSOU_SQL_CALLS_OUT`` set (and the server's ``track_functions = 'all'``), each test that gets
 a catalog database appends ``{"test": nodeid, "functions": [...]}`` (every function its database
 executed, nested calls and triggers included) to that file; a test without one is recorded with
-``"functions": null`` (run for every mutant). With ``FUSOU_SQL_SELECT`` set (a file of node ids, one
+``"functions": null`` (run for every mutant). With ``FUSOU_SQL_SELECT`` set (a file of node ids or test files, one
 a line), only those tests run, in that order: a mutant of a function only runs the tests that
 execute it.
 """
@@ -55,8 +55,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not select:
         return
     order = {nodeid: i for i, nodeid in enumerate(Path(select).read_text().splitlines())}
-    kept = sorted((item for item in items if item.nodeid in order), key=lambda item: order[item.nodeid])
-    deselected = [item for item in items if item.nodeid not in order]
+
+    def rank(item: pytest.Item) -> int | None:  # a node id, or a file for all of its tests
+        return order.get(item.nodeid, order.get(item.nodeid.split("::")[0]))
+
+    kept = sorted((item for item in items if rank(item) is not None), key=lambda item: rank(item) or 0)
+    deselected = [item for item in items if rank(item) is None]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
     items[:] = kept

@@ -247,10 +247,15 @@ def main() -> int:
     parser.add_argument("--list", action="store_true", help="print the mutants and stop")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--worktree", action="store_true", help="mutate the work tree's migrations")
+    parser.add_argument("--only", help="run only these mutants (numbers as --list prints them: 2,4,17)")
+    parser.add_argument("--tests", nargs="+", help="run these tests (files or node ids) for every mutant instead")
     args = parser.parse_args()
     functions = tuple(args.functions) or FUNCTIONS
     migrations = read_migrations(args.worktree)
     mutants = generate(migrations, functions)
+    if args.only:
+        wanted = {int(n) for n in args.only.split(",")}
+        mutants = [m for m in mutants if m.number in wanted]
     if args.list:
         for m in mutants:
             print(f"{m.number:4} {m.file}:{m.line} {m.function} [{m.operator}]  {m.after}")
@@ -280,10 +285,13 @@ def main() -> int:
             "FUSOU_TEST_PG_PORT": str(pg.port),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "scripts"), os.environ.get("PYTHONPATH")])),
         }
-        calls = record_calls(env, "sqlmut_base")
-        print(f"{len(calls)} catalog tests; per function, the tests that execute it:")
-        for function in functions:
-            print(f"  {function:28} {len(tests_for(function, calls))}")
+        if args.tests:
+            calls: dict[str, list[str] | None] = dict.fromkeys(args.tests)
+        else:
+            calls = record_calls(env, "sqlmut_base")
+            print(f"{len(calls)} catalog tests; per function, the tests that execute it:")
+            for function in functions:
+                print(f"  {function:28} {len(tests_for(function, calls))}")
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             futures = {
                 m.number: pool.submit(run_one, m, migrations, pg, env, tests_for(m.function, calls)) for m in mutants

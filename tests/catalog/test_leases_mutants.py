@@ -1,0 +1,89 @@
+"""acquire_lease's conditions that mutation testing (make mutate-sql) found untested: the lease
+length's bounds, a lease that ends at this very moment, and the row lock that serializes takers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from uuid import UUID, uuid4
+
+import psycopg
+import pytest
+
+from .conftest import World
+
+
+def slow_down(sql: psycopg.Connection, table: str, event: str, seconds: float = 0.5) -> None:
+    """Every row `event` (INSERT/UPDATE) on `table` sleeps first: two calls overlap there."""
+    sql.execute(
+        f"CREATE FUNCTION _slow_{table}() RETURNS trigger LANGUAGE plpgsql AS"
+        f" $$ BEGIN PERFORM pg_sleep({seconds}); RETURN NEW; END $$"
+    )
+    sql.execute(f"CREATE TRIGGER slow_{table} BEFORE {event} ON {table} FOR EACH ROW EXECUTE FUNCTION _slow_{table}()")
+
+
+def _acquire(conn: psycopg.Connection, dataset: UUID, run: UUID, seconds: int | None) -> dict:  # type: ignore[type-arg]
+    row = conn.execute("SELECT acquire_lease(%s, %s, %s)", (dataset, run, seconds)).fetchone()
+    assert row is not None
+    return row[0]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("seconds", [0, -5, None])
+def test_a_lease_of_no_positive_length_is_refused(world: World, sql: psycopg.Connection, seconds: int | None) -> None:
+    world.fragment()
+    with pytest.raises(psycopg.Error) as refused:
+        _acquire(sql, world.dataset, uuid4(), seconds)
+    assert refused.value.sqlstate == "FC422"
+    assert sql.execute("SELECT lease_owner FROM datasets").fetchone() == (None,)
+
+
+def test_a_lease_of_one_second_is_granted_for_one_second(world: World, sql: psycopg.Connection) -> None:
+    world.fragment()
+    run = uuid4()
+    with sql.transaction():
+        assert _acquire(sql, world.dataset, run, 1)["acquired"] is True
+        held = sql.execute("SELECT lease_owner, lease_expires_at - now() FROM datasets").fetchone()
+    assert held is not None and held[0] == run and held[1].total_seconds() == 1
+
+
+@pytest.mark.parametrize(("expires_in", "taken"), [("0 seconds", True), ("1 microsecond", False)])
+def test_a_lease_ending_at_this_very_moment_can_be_taken_over(
+    world: World, sql: psycopg.Connection, expires_in: str, taken: bool
+) -> None:
+    # Given a run holding the lease, which ends exactly now (the transaction's now) or just after
+    world.fragment()
+    holder = world.running_run()
+    newcomer = uuid4()
+    # When another run asks for it in that same transaction
+    with sql.transaction():
+        sql.execute(f"UPDATE datasets SET lease_expires_at = now() + interval '{expires_in}'")
+        result = _acquire(sql, world.dataset, newcomer, 60)
+    # Then a lease that ends now is over (taken over), one that ends later is still held
+    assert result["acquired"] is taken
+    owner = sql.execute("SELECT lease_owner FROM datasets").fetchone()
+    assert owner == ((newcomer,) if taken else (holder,))
+
+
+def test_two_runs_asking_at_once_get_one_lease_however_they_interleave(
+    world: World, database_url: str, sql: psycopg.Connection
+) -> None:
+    # Given a free dataset, and updates of datasets slowed down (the first taker sits between
+    # reading the dataset and writing its lease while the second reads it)
+    world.fragment()
+    slow_down(sql, "datasets", "UPDATE")
+    results: dict[str, bool] = {}
+
+    def take(name: str) -> None:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            results[name] = _acquire(conn, world.dataset, uuid4(), 60)["acquired"]
+
+    # When a second run asks while the first is writing its lease
+    first = threading.Thread(target=take, args=("first",))
+    first.start()
+    time.sleep(0.2)
+    second = threading.Thread(target=take, args=("second",))
+    second.start()
+    first.join(10)
+    second.join(10)
+    # Then the second waited on the dataset's row and found it leased
+    assert results == {"first": True, "second": False}
