@@ -11,15 +11,7 @@ import psycopg
 import pytest
 
 from .conftest import World
-
-
-def slow_down(sql: psycopg.Connection, table: str, event: str, seconds: float = 0.5) -> None:
-    """Every row `event` (INSERT/UPDATE) on `table` sleeps first: two calls overlap there."""
-    sql.execute(
-        f"CREATE FUNCTION _slow_{table}() RETURNS trigger LANGUAGE plpgsql AS"
-        f" $$ BEGIN PERFORM pg_sleep({seconds}); RETURN NEW; END $$"
-    )
-    sql.execute(f"CREATE TRIGGER slow_{table} BEFORE {event} ON {table} FOR EACH ROW EXECUTE FUNCTION _slow_{table}()")
+from .interleave import slow_down
 
 
 def _acquire(conn: psycopg.Connection, dataset: UUID, run: UUID, seconds: int | None) -> dict:  # type: ignore[type-arg]
@@ -87,3 +79,16 @@ def test_two_runs_asking_at_once_get_one_lease_however_they_interleave(
     second.join(10)
     # Then the second waited on the dataset's row and found it leased
     assert results == {"first": True, "second": False}
+
+
+def test_a_holder_renewing_its_lease_keeps_its_run_running(world: World, sql: psycopg.Connection) -> None:
+    # Given a running run holding the dataset's lease
+    world.fragment()
+    run = world.running_run()
+    # When it renews its own lease
+    assert _acquire(sql, world.dataset, run, 600)["acquired"] is True
+    # Then it is not "taken over": the run is still running, with no error
+    assert sql.execute("SELECT status, error FROM compaction_runs WHERE id = %s", (run,)).fetchone() == (
+        "running",
+        None,
+    )
