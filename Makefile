@@ -21,7 +21,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 help:
 	@echo "make demo   - run the whole system on an embedded local stack (no AWS, no Docker)"
 	@echo "make test   - the whole test suite against real PostgreSQL and moto's server"
-	@echo "make test-scale - priority measured with 1,100 scheduled datasets waiting (slow; also in make test)"
+	@echo "make test-scale - 2,000 datasets under throttling, then priority with 1,100 waiting (slow; smaller in make test)"
 	@echo "make lint   - ruff + mypy + checkov on the synthesized template"
 	@echo "make mutate - mutation testing (mutmut) per module; MODULE=logic for one; not part of make test"
 	@echo "make mutate-sql - mutation testing of the catalog's SQL functions; FUNCTIONS=commit_compaction for some"
@@ -51,9 +51,12 @@ postgres:
 test: setup
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
-# Priority at scale (issue 19): 1,100 scheduled datasets waiting, one manual trigger, the figures printed.
+# Scale (issue 19): 2,000 pending datasets under a capped account concurrency, one scheduled
+# trigger; then priority with 1,100 scheduled datasets waiting. The figures are printed.
+SCALE_DATASETS ?= 2000
 test-scale: setup
-	$(PY) -m pytest -p no:cacheprovider -s tests/pipeline/test_priority_at_scale.py $(PYTEST_ARGS)
+	FUSOU_SCALE_DATASETS=$(SCALE_DATASETS) $(PY) -m pytest -p no:cacheprovider -s \
+		tests/pipeline/test_scale.py tests/pipeline/test_priority_at_scale.py $(PYTEST_ARGS)
 
 # Mutation testing: long (a module takes minutes to an hour), so never part of `make test` or CI.
 mutate: setup

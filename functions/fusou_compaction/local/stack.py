@@ -36,7 +36,7 @@ from fusou_compaction.handlers import scheduled as scheduled_handler
 from fusou_compaction.handlers import steps as step_handlers
 from fusou_compaction.handlers.deps import Dependencies, use_dependencies
 from fusou_compaction.local.aws import LocalAws
-from fusou_compaction.local.concurrency import ReservedConcurrency
+from fusou_compaction.local.concurrency import AccountConcurrency, ReservedConcurrency
 from fusou_compaction.local.console import Feed, dlq_lines, register_lines, run_summary, scheduled_line, short
 from fusou_compaction.local.endpoints import Endpoints
 from fusou_compaction.local.lambda_process import LambdaFunction, settings_environment
@@ -92,6 +92,10 @@ class StackOptions:
     # The global budget (Compact's reserved concurrency and the consumer's admissions), sized for
     # a laptop; a refused message waits base..max seconds (AWS: 5..900) before it is received again.
     compaction_budget: int = 4
+    # The account's concurrent executions (None: unbounded, as the default 1,000 is for a laptop's
+    # load). Compact reserves compaction_budget of it; the other step functions share the rest and
+    # get Lambda.TooManyRequestsException past it.
+    account_concurrency: int | None = None
     high_priority_reserve: int = 1
     defer_base_seconds: int = 1
     defer_max_seconds: int = 4
@@ -442,6 +446,16 @@ class LocalStack:
             compact = self.compact_function
         self.compact_concurrency = ReservedConcurrency(compact, o.compaction_budget, name="step-compact")
         handlers: dict[str, Handler] = {**STEP_HANDLERS, "compact": self.compact_concurrency}
+        # Reserved concurrency is carved out of the account's: Compact holds the budget, every other
+        # step function shares what is left (AWS: the unreserved pool), and is throttled past it.
+        self.account_concurrency = None
+        if o.account_concurrency is not None:
+            if o.account_concurrency <= o.compaction_budget:
+                raise ValueError("account_concurrency must exceed compaction_budget (Compact's reserved share)")
+            self.account_concurrency = AccountConcurrency(o.account_concurrency - o.compaction_budget)
+            handlers = {
+                name: h if name == "compact" else self.account_concurrency.wrap(h, name) for name, h in handlers.items()
+            }
         runner = LocalRunner(build_pipeline(settings.map_max_concurrency), handlers, dlq, time_scale=o.step_time_scale)
         self.sfn = LocalStepFunctions(
             runner,
