@@ -1,11 +1,12 @@
 """pytest plugin for ``scripts/mutate_sql.py``: which catalog tests call which SQL functions.
 
-With ``FUSOU_SQL_CALLS_OUT`` set (and the server's ``track_functions = 'all'``), each test that gets
-a catalog database appends ``{"test": nodeid, "functions": [...]}`` (every function its database
-executed, nested calls and triggers included) to that file; a test without one is recorded with
-``"functions": null`` (run for every mutant). With ``FUSOU_SQL_SELECT`` set (a file of node ids or test files, one
-a line), only those tests run, in that order: a mutant of a function only runs the tests that
-execute it.
+With ``FUSOU_SQL_CALLS_OUT`` set (and the server's ``track_functions = 'all'``), each test that
+gets a database of its own (``database_url``, ``empty_database_url``) appends
+``{"test": nodeid, "functions": [...]}`` (every function its database executed, nested calls and
+triggers included) to that file; a test without one is recorded with ``"functions": null`` (run
+for every mutant) if it reaches the server, ``[]`` if not. With ``FUSOU_SQL_SELECT`` set (a file
+of node ids or test files, one a line), only those tests run, in that order: a mutant of a
+function only runs the tests that execute it.
 """
 
 from __future__ import annotations
@@ -26,12 +27,15 @@ def _record_sql_calls(request: pytest.FixtureRequest) -> Iterator[None]:
     if not out:
         yield
         return
-    if "database_url" not in request.fixturenames:
+    database = next((f for f in ("database_url", "empty_database_url") if f in request.fixturenames), None)
+    if database is None:
         yield
+        # No database of its own: none if it never reaches the server, unknown if it might.
+        reaches = {"pg_server", "catalog_template"} & set(request.fixturenames)
         with open(out, "a") as f:
-            f.write(json.dumps({"test": request.node.nodeid, "functions": None}) + "\n")
+            f.write(json.dumps({"test": request.node.nodeid, "functions": None if reaches else []}) + "\n")
         return
-    url = request.getfixturevalue("database_url")
+    url = request.getfixturevalue(database)
     yield
     with psycopg.connect(url, autocommit=True) as conn:
         # Other sessions flush their function statistics when they end: wait for them to end.

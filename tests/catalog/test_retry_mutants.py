@@ -3,6 +3,7 @@ untested."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from uuid import uuid4
 
 import psycopg
@@ -31,3 +32,13 @@ def test_a_success_resets_only_its_own_datasets_failures(catalog: Catalog, sql: 
                               outputs=[good.output_for(ok, frags)])  # fmt: skip
     # Then the failing dataset still counts its failure
     assert (_failures(sql, failing), _failures(sql, good)) == (1, 0)
+
+
+def test_a_dataset_that_did_not_fail_is_never_due_for_a_retry(sql: psycopg.Connection) -> None:
+    # _retry_due_at's contract: no due time without a failure, whatever last_failed_at says
+    due = "SELECT _retry_due_at(%s, %s, 60, 600)"
+    at = sql.execute("SELECT now() - interval '1 hour'").fetchone()
+    assert at is not None
+    assert sql.execute(due, (0, at[0])).fetchone() == (None,)
+    assert sql.execute(due, (1, None)).fetchone() == (None,)
+    assert sql.execute(due + " - %s", (1, at[0], at[0])).fetchone() == (timedelta(seconds=60),)
