@@ -12,7 +12,9 @@ failure. A mutant the migrations refuse (a syntax error) is stillborn and not co
     .venv/bin/python scripts/mutate_sql.py --list                # the mutants, without running them
 
 Prints one line per mutant and a table per function; exits 1 if any mutant survived. Mutates the
-migrations of the last commit (``--worktree``: the files as they are now).
+migrations of the last commit and runs that commit's tests (``--worktree``: the files as they are
+now). Each mutant runs only the catalog tests that execute its function (recorded first, from
+PostgreSQL's function statistics; ``scripts/_sql_calls_plugin.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,6 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Where the tests run from: the work tree, or (the default) a copy of the last commit's code and
+# tests, so that others' unfinished tests (for migrations not committed yet) stay out.
+TESTS_ROOT = ROOT
 PLUGIN = "_sql_calls_plugin"  # scripts/_sql_calls_plugin.py: which tests execute which function
 PYTEST = (sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", PLUGIN, "-q", "-x", "--timeout=120")
 MIGRATIONS = "infra/supabase/migrations"
@@ -101,6 +107,21 @@ class Mutant:
     operator: str
     before: str
     after: str
+
+
+def head_snapshot() -> Path:
+    """The last commit's package, tests and pytest configuration, in build/mutate-sql/_head."""
+    out = ROOT / "build" / "mutate-sql" / "_head"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", "HEAD", "functions/fusou_compaction", "tests", "events",
+         "pyproject.toml"],
+        check=True,
+        capture_output=True,
+    ).stdout  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    return out
 
 
 def read_migrations(worktree: bool) -> dict[str, str]:
@@ -178,7 +199,7 @@ CATALOG_TESTS = "tests/catalog"
 
 
 def catalog_test_files() -> list[str]:
-    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / CATALOG_TESTS).glob("test_*.py"))
+    return sorted(str(p.relative_to(TESTS_ROOT)) for p in (TESTS_ROOT / CATALOG_TESTS).glob("test_*.py"))
 
 
 def record_calls(env: dict[str, str], template: str) -> dict[str, list[str] | None]:
@@ -187,7 +208,7 @@ def record_calls(env: dict[str, str], template: str) -> dict[str, list[str] | No
         out = Path(tmp) / "calls.jsonl"
         done = subprocess.run(
             [*PYTEST, *catalog_test_files()],
-            cwd=ROOT,
+            cwd=TESTS_ROOT,
             env={**env, "FUSOU_TEST_CATALOG_TEMPLATE": template, "FUSOU_SQL_CALLS_OUT": str(out)},
             capture_output=True,
             text=True,
@@ -200,7 +221,7 @@ def record_calls(env: dict[str, str], template: str) -> dict[str, list[str] | No
 
 def tests_for(function: str, calls: dict[str, list[str] | None]) -> list[str]:
     """The tests that execute the function (or whose calls are unknown): those in files naming it first."""
-    naming = {t for t in catalog_test_files() if function.lstrip("_") in (ROOT / t).read_text()}
+    naming = {t for t in catalog_test_files() if function.lstrip("_") in (TESTS_ROOT / t).read_text()}
     chosen = [t for t, functions in calls.items() if functions is None or function in functions]
     return sorted(chosen, key=lambda t: t.split("::")[0] not in naming)
 
@@ -229,7 +250,7 @@ def run_one(mutant: Mutant, migrations: dict[str, str], pg: object, env: dict[st
             select.flush()
             done = subprocess.run(
                 [*PYTEST, *catalog_test_files()],
-                cwd=ROOT,
+                cwd=TESTS_ROOT,
                 env={**env, "FUSOU_TEST_CATALOG_TEMPLATE": database, "FUSOU_SQL_SELECT": select.name},
                 capture_output=True,
                 text=True,
@@ -261,6 +282,9 @@ def main() -> int:
             print(f"{m.number:4} {m.file}:{m.line} {m.function} [{m.operator}]  {m.after}")
         return 0
 
+    global TESTS_ROOT  # noqa: PLW0603  (set once, before any test runs)
+    if not args.worktree:
+        TESTS_ROOT = head_snapshot()
     sys.path.insert(0, str(ROOT / "functions"))
     import psycopg
 
@@ -283,7 +307,10 @@ def main() -> int:
         env = {
             **os.environ,
             "FUSOU_TEST_PG_PORT": str(pg.port),
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "scripts"), os.environ.get("PYTHONPATH")])),
+            # The plugin, and the package the tests import (the snapshot's, ahead of the work tree's)
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(ROOT / "scripts"), str(TESTS_ROOT / "functions"), os.environ.get("PYTHONPATH")])
+            ),
         }
         if args.tests:
             calls: dict[str, list[str] | None] = dict.fromkeys(args.tests)
