@@ -45,3 +45,47 @@ def test_a_claim_limit_outside_1_to_1000_is_refused_by_the_catalog(
 def test_the_limit_is_checked_even_when_nothing_is_pending(catalog: Catalog) -> None:
     with pytest.raises(InvalidCatalogArgument):
         catalog.claim_pending_datasets(limit=1001, claimer="cron")
+
+
+@pytest.mark.parametrize(
+    ("base", "cap", "accepted"),
+    [(0, 0, True), (60, 60, True), (-1, 60, False), (None, 60, False), (60, None, False), (61, 60, False)],
+)
+def test_backoff_seconds_must_satisfy_0_le_base_le_max(
+    catalog: Catalog, sql: psycopg.Connection, base: int | None, cap: int | None, accepted: bool
+) -> None:
+    (w,) = pending(catalog, 1)
+    call = "SELECT claim_pending_datasets(10, 'cron', 3600, %s, %s)"
+    if accepted:
+        row = sql.execute(call, (base, cap)).fetchone()
+        assert row is not None and row[0] == [str(w.dataset)]
+    else:
+        with pytest.raises(psycopg.Error) as refused:
+            sql.execute(call, (base, cap))
+        assert refused.value.sqlstate == "FC422"
+
+
+def test_with_no_backoff_a_failed_dataset_is_claimed_at_once(catalog: Catalog, sql: psycopg.Connection) -> None:
+    # Given a dataset whose run failed just now
+    (w,) = pending(catalog, 1)
+    run = w.running_run()
+    catalog.record_run_status(run, "failed", {"error_step": "Compact", "error": "boom"})
+    # When the scheduler claims with a backoff of 0 s, Then it is due already (its due time is now)
+    row = sql.execute("SELECT claim_pending_datasets(10, 'cron', 3600, 0, 0)").fetchone()
+    assert row is not None and row[0] == [str(w.dataset)]
+
+
+@pytest.mark.parametrize("column", ["claim_expires_at", "lease_expires_at"])
+def test_a_claim_or_lease_ending_at_this_very_moment_still_keeps_the_scheduler_off(
+    catalog: Catalog, sql: psycopg.Connection, column: str
+) -> None:
+    # Given a pending dataset claimed (or leased) until exactly now, the transaction's now: the
+    # scheduler claims what is free strictly after the end (as the sweep frees it)
+    (w,) = pending(catalog, 1)
+    owner = "claimed_by = 'a'" if column == "claim_expires_at" else f"lease_owner = '{uuid4()}'"
+    claim = "SELECT claim_pending_datasets(10, 'cron')"
+    with sql.transaction():
+        sql.execute(f"UPDATE datasets SET {owner}, {column} = now()")
+        assert sql.execute(claim).fetchone() == ([],)
+        sql.execute(f"UPDATE datasets SET {column} = now() - interval '1 microsecond'")
+        assert sql.execute(claim).fetchone() == ([str(w.dataset)],)
