@@ -89,3 +89,16 @@ def test_a_claim_or_lease_ending_at_this_very_moment_still_keeps_the_scheduler_o
         assert sql.execute(claim).fetchone() == ([],)
         sql.execute(f"UPDATE datasets SET {column} = now() - interval '1 microsecond'")
         assert sql.execute(claim).fetchone() == ([str(w.dataset)],)
+
+
+@pytest.mark.parametrize(("ago", "claimed"), [("60 seconds", True), ("59.999999 seconds", False)])
+def test_a_failed_dataset_is_claimable_at_the_very_moment_its_backoff_ends(
+    catalog: Catalog, sql: psycopg.Connection, ago: str, claimed: bool
+) -> None:
+    # Given a dataset that failed once, 60 s (a base of 60 s) or a microsecond less ago
+    (w,) = pending(catalog, 1)
+    with sql.transaction():
+        sql.execute(f"UPDATE datasets SET consecutive_failures = 1, last_failed_at = now() - interval '{ago}'")
+        row = sql.execute("SELECT claim_pending_datasets(10, 'cron', 3600, 60, 600)").fetchone()
+    # Then it is due exactly when its backoff ends
+    assert row == (([str(w.dataset)] if claimed else []),)
