@@ -1,0 +1,67 @@
+"""commit_compaction's conditions that mutation testing (make mutate-sql) found untested."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import psycopg
+import pytest
+
+from fusou_compaction.catalog.models import CatalogFile
+
+from .conftest import World
+from .interleave import one_after_another, slow_down
+
+COMMIT = "SELECT commit_compaction(%s, %s, %s::uuid[], %s::jsonb)"
+
+
+def commit_args(world: World, run: UUID, inputs: list[CatalogFile]) -> tuple[Any, ...]:
+    return (run, world.dataset, [str(f.id) for f in inputs], f"[{world.output_for(run, inputs).model_dump_json()}]")
+
+
+@pytest.mark.parametrize(("expires_in", "committed"), [("0 seconds", False), ("1 microsecond", True)])
+def test_a_lease_ending_at_this_very_moment_no_longer_commits(
+    world: World, sql: psycopg.Connection, expires_in: str, committed: bool
+) -> None:
+    # Given a run whose lease ends exactly now (the transaction's now), or just after
+    frags = [world.fragment(), world.fragment()]
+    run = world.running_run()
+    outcome: Any
+    try:
+        with sql.transaction():
+            sql.execute(f"UPDATE datasets SET lease_expires_at = now() + interval '{expires_in}'")
+            outcome = sql.execute(COMMIT, commit_args(world, run, frags)).fetchone()
+    except psycopg.Error as exc:
+        outcome = exc.sqlstate
+    # Then a lease that ends now is not held (FC409), as acquire_lease lets another run take it
+    if committed:
+        assert outcome is not None and outcome[0]["committed"] is True
+    else:
+        assert outcome == "FC409"
+
+
+def test_a_failure_recorded_while_the_run_commits_leaves_nothing_committed(
+    world: World, database_url: str, sql: psycopg.Connection
+) -> None:
+    # Given a running run, and updates of runs slowed down: its failure is being recorded
+    frags = [world.fragment(), world.fragment()]
+    run = world.running_run()
+    slow_down(sql, "compaction_runs", "UPDATE")
+
+    def fail(conn: psycopg.Connection) -> Any:
+        row = conn.execute("SELECT record_run_status(%s, 'failed')", (run,)).fetchone()
+        return row[0]["changed"] if row else None
+
+    def commit(conn: psycopg.Connection) -> Any:
+        row = conn.execute(COMMIT, commit_args(world, run, frags)).fetchone()
+        return row[0]["committed"] if row else None
+
+    # When its commit arrives meanwhile
+    failed, committed = one_after_another(database_url, fail, commit)
+    # Then the failure stands and the commit does not happen: it is refused (the run is not
+    # running) or, as the two take the run's and the dataset's rows in opposite orders, chosen as
+    # the deadlock's victim (40P01; Step Functions retries Update, which then finds the run failed)
+    assert failed is True and committed in ("FC409", "40P01")
+    assert sql.execute("SELECT status FROM compaction_runs").fetchone() == ("failed",)
+    assert sql.execute("SELECT count(*) FROM dataset_files WHERE kind = 'compacted'").fetchone() == (0,)
