@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from uuid import UUID
 
@@ -65,3 +66,21 @@ def test_a_failure_recorded_while_the_run_commits_leaves_nothing_committed(
     assert failed is True and committed in ("FC409", "40P01")
     assert sql.execute("SELECT status FROM compaction_runs").fetchone() == ("failed",)
     assert sql.execute("SELECT count(*) FROM dataset_files WHERE kind = 'compacted'").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("missing", ["table_name", "object_key"])
+def test_an_output_without_a_table_or_a_key_is_refused_as_incomplete(
+    world: World, sql: psycopg.Connection, missing: str
+) -> None:
+    # Given an output whose table (its key in the shape an empty table would give) or key is missing
+    frags = [world.fragment(), world.fragment()]
+    run = world.running_run()
+    output = json.loads(world.output_for(run, frags).model_dump_json())
+    output[missing] = None
+    if missing == "table_name":
+        output["object_key"] = f"datasets/{world.dataset}//compacted/{run}/00000.parquet"
+    # When the run commits it, Then it is refused for what it is: incomplete, not a row mismatch
+    with pytest.raises(psycopg.Error) as refused:
+        sql.execute(COMMIT, (run, world.dataset, [str(f.id) for f in frags], json.dumps([output])))
+    assert refused.value.sqlstate == "FC422"
+    assert "is incomplete or not under the run's prefix" in str(refused.value)
