@@ -68,11 +68,11 @@ def test_a_failure_recorded_while_the_run_commits_leaves_nothing_committed(
     assert sql.execute("SELECT count(*) FROM dataset_files WHERE kind = 'compacted'").fetchone() == (0,)
 
 
-@pytest.mark.parametrize("missing", ["table_name", "object_key"])
-def test_an_output_without_a_table_or_a_key_is_refused_as_incomplete(
+@pytest.mark.parametrize("missing", ["table_name", "object_key", "row_count", "size_bytes"])
+def test_an_output_missing_a_field_is_refused_as_incomplete(
     world: World, sql: psycopg.Connection, missing: str
 ) -> None:
-    # Given an output whose table (its key in the shape an empty table would give) or key is missing
+    # Given an output missing its table (its key in the shape an empty table gives), key, rows or size
     frags = [world.fragment(), world.fragment()]
     run = world.running_run()
     output = json.loads(world.output_for(run, frags).model_dump_json())
