@@ -84,3 +84,23 @@ def test_an_output_missing_a_field_is_refused_as_incomplete(
         sql.execute(COMMIT, (run, world.dataset, [str(f.id) for f in frags], json.dumps([output])))
     assert refused.value.sqlstate == "FC422"
     assert "is incomplete or not under the run's prefix" in str(refused.value)
+
+
+def test_an_output_without_input_ids_takes_the_position_of_the_earliest_removed_input(
+    world: World, sql: psycopg.Connection
+) -> None:
+    # Given an older fragment that stays live, then two fragments the run replaces
+    older = world.fragment()
+    frags = [world.fragment(), world.fragment()]
+    run = world.running_run()
+    # When the run's output does not say which inputs it came from
+    output = json.loads(world.output_for(run, frags).model_dump_json())
+    output["input_ids"] = None
+    sql.execute(COMMIT, (run, world.dataset, [str(f.id) for f in frags], json.dumps([output])))
+    # Then it takes the upload position of the earliest file it replaced, after the older one
+    seq = "SELECT seq FROM dataset_files WHERE id = %s"
+    row = sql.execute("SELECT seq FROM dataset_files WHERE kind = 'compacted'").fetchone()
+    assert row == sql.execute(seq, (frags[0].id,)).fetchone()
+    compacted = sql.execute("SELECT id FROM dataset_files WHERE kind = 'compacted'").fetchone()
+    assert compacted is not None
+    assert [f.id for f in world.catalog.list_live_files(world.dataset)] == [older.id, compacted[0]]
