@@ -104,3 +104,24 @@ def test_an_output_without_input_ids_takes_the_position_of_the_earliest_removed_
     compacted = sql.execute("SELECT id FROM dataset_files WHERE kind = 'compacted'").fetchone()
     assert compacted is not None
     assert [f.id for f in world.catalog.list_live_files(world.dataset)] == [older.id, compacted[0]]
+
+
+def test_without_input_ids_the_position_comes_from_the_outputs_own_table(world: World, sql: psycopg.Connection) -> None:
+    # Given fragments of two tables, the other table's uploaded first
+    ships = [world.fragment(table="ship"), world.fragment(table="ship")]
+    battles = [world.fragment(table="battle"), world.fragment(table="battle")]
+    run = world.running_run()
+    # When both tables' outputs commit without naming their inputs
+    outputs = [
+        {**json.loads(world.output_for(run, fs, table=t).model_dump_json()), "input_ids": None}
+        for t, fs in (("ship", ships), ("battle", battles))
+    ]
+    sql.execute(COMMIT, (run, world.dataset, [str(f.id) for f in ships + battles], json.dumps(outputs)))
+    # Then each takes the position of its own table's earliest input
+    got: dict[str, int] = dict(
+        sql.execute("SELECT table_name, seq FROM dataset_files WHERE kind = 'compacted'").fetchall()
+    )
+    first: dict[str, int] = dict(
+        sql.execute("SELECT table_name, min(seq) FROM dataset_files WHERE kind = 'fragment' GROUP BY 1")
+    )
+    assert got == first
