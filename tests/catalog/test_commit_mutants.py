@@ -125,3 +125,15 @@ def test_without_input_ids_the_position_comes_from_the_outputs_own_table(world: 
         sql.execute("SELECT table_name, min(seq) FROM dataset_files WHERE kind = 'fragment' GROUP BY 1")
     )
     assert got == first
+
+
+def test_without_metrics_a_run_counts_the_bytes_of_the_files_it_replaced(world: World, sql: psycopg.Connection) -> None:
+    # Given a live fragment the run keeps, and two it replaces
+    world.fragment(size=5000)
+    frags = [world.fragment(size=300), world.fragment(size=400)]
+    run = world.running_run()
+    # When it commits without metrics of its own
+    sql.execute(COMMIT, commit_args(world, run, frags))
+    # Then its bytes and rows in are those of the replaced files only
+    row = sql.execute("SELECT bytes_in, rows_in, files_in FROM compaction_runs WHERE id = %s", (run,)).fetchone()
+    assert row == (700, sum(f.row_count for f in frags), 2)
