@@ -251,3 +251,21 @@ def test_a_released_admission_frees_its_weight_once(world: World, sql: psycopg.C
     assert sql.execute(release, (run,)).fetchone() == (True,)
     assert sql.execute(release, (run,)).fetchone() == (False,)
     assert held(sql) == 0
+
+
+@pytest.mark.parametrize("queued_run", [False, True])
+def test_an_admission_is_stale_at_the_very_moment_its_stale_seconds_are_over(
+    world: World, sql: psycopg.Connection, queued_run: bool
+) -> None:
+    # Given an admission (with no run row, or with a queued run) exactly 900 s old at the
+    # transaction's now
+    world.fragment(size=101)  # weight 2
+    run = uuid4()
+    if queued_run:
+        world.catalog.begin_run(run_id=run, dataset_id=world.dataset, trigger="manual")
+    admit(sql, world.dataset, run, budget=2)
+    with sql.transaction():
+        sql.execute("UPDATE compaction_admissions SET admitted_at = now() - interval '900 seconds'")
+        sql.execute("UPDATE compaction_runs SET created_at = now() - interval '900 seconds'")
+        # Then it holds nothing any more
+        assert admit(sql, _dataset_weighing(world, sql, 2), budget=2)["admitted"] is True
