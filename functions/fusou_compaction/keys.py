@@ -35,6 +35,12 @@ def fragment_key(dataset_id: UUID, table: str, sha256: str) -> str:
     return f"{dataset_prefix(dataset_id)}{table}/fragments/{sha256}.parquet"
 
 
+def fragment_copy_key(dataset_id: UUID, table: str, sha256: str, copy: UUID) -> str:
+    """A fragment's bytes under a key of one upload's own: where the content-addressed key holds
+    an object too old to share (an orphan the sweep may be deleting, logic/uploads.py)."""
+    return fragment_key(dataset_id, table, sha256).removesuffix(".parquet") + f".{copy}.parquet"
+
+
 def staging_key(dataset_id: UUID, table: str, upload_id: UUID) -> str:
     """Where a presigned upload lands before it is validated and registered."""
     check_table_name(table)

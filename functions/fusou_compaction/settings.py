@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     retry_backoff_max_seconds: int = Field(7 * 86_400, ge=0)
     grace_period_seconds: int = Field(24 * 3600, ge=0)
     orphan_min_age_seconds: int = Field(6 * 3600, ge=0)
+    # The inventory sweep (logic/orphans.py) reads the data bucket's S3 Inventory reports from this
+    # bucket (unset: no inventory sweep, the daily sweep of touched datasets only), and reconciles
+    # the whole bucket with the catalog from a report at most this often.
+    inventory_bucket: str = ""
+    orphan_reconcile_every_days: int = Field(7, ge=1)
     # A presigned upload still in staging/ this long after it landed lost its S3 event: the
     # scheduled run hands it back to the register function, well before the 2-day expiry.
     staging_min_age_seconds: int = Field(3600, ge=0)

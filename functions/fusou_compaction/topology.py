@@ -45,6 +45,26 @@ REGISTER = RegisterTopology()
 SCHEDULE_CRON = "cron(0 2 * * ? *)"  # every day at 02:00 UTC
 
 
+@dataclass(frozen=True)
+class InventoryTopology:
+    """The data bucket's S3 Inventory: every day, a CSV list of its current objects (key, size, last
+    modified, ETag) delivered to a bucket of its own, under <prefix>/<data bucket>/<id>/. The
+    scheduled run's inventory sweep reads the newest report instead of listing the bucket."""
+
+    prefix: str = "inventory"
+    id: str = "orphan-sweep"
+    optional_fields: tuple[str, ...] = ("Size", "LastModifiedDate", "ETag")
+    expire_days: int = 14  # reports kept this long: a sweep spread over several days still finds its own
+
+
+INVENTORY = InventoryTopology()
+
+
+def inventory_report_prefix(data_bucket: str) -> str:
+    """Where S3 delivers the data bucket's reports, in the inventory bucket."""
+    return f"{INVENTORY.prefix}/{data_bucket}/{INVENTORY.id}/"
+
+
 def queue_name(stage: str) -> str:
     return f"{stage}-kc-compaction-queue"
 

@@ -14,7 +14,7 @@ from fusou_infra import config
 from fusou_infra.lambda_factory import FunctionFactory
 from fusou_infra.queues import Queues
 from fusou_infra.secrets import Secrets
-from fusou_infra.storage import DELETE, Storage
+from fusou_infra.storage import DELETE, READ, Storage
 
 
 class Schedule(Construct):
@@ -39,10 +39,13 @@ class Schedule(Construct):
             memory_mb=config.LIGHT_MEMORY_MB,
             timeout_seconds=config.SCHEDULED_TIMEOUT_SECONDS,
             description="Daily: re-send stranded uploads, enqueue pending datasets, sweep leases, delete "
-            "replaced objects and orphans",
+            "replaced objects and orphans (touched datasets daily, the inventory report weekly)",
             failures="Invoked by EventBridge once a day; every run redoes all of the work (idempotent), and "
             "its errors are on the dashboard; a DLQ would hold only an empty scheduled event",
-            environment={"FUSOU_REGISTER_RETRY_QUEUE_URL": queues.register_retry.queue_url},
+            environment={
+                "FUSOU_REGISTER_RETRY_QUEUE_URL": queues.register_retry.queue_url,
+                "FUSOU_INVENTORY_BUCKET": storage.inventory.bucket_name,
+            },
         )
         queues.queue.grant_send_messages(self.function)
         queues.scheduled_queue.grant_send_messages(self.function)
@@ -62,7 +65,9 @@ class Schedule(Construct):
                 ],
             )
         )
-        storage.grant(self.function, config.DATASETS_PREFIX, DELETE)  # replaced objects past grace, orphans
+        # Replaced objects past grace, orphans; an inventory's orphan is looked at (HEAD) before it goes.
+        storage.grant(self.function, config.DATASETS_PREFIX, (*READ, *DELETE))
+        storage.grant_inventory_read(self.function)
         # Presigned uploads whose S3 event was lost: listed under staging/ (ListBucket, granted above
         # for the whole bucket) and handed to the register function through its retry queue; the
         # register function reads, validates and registers them, as it does its S3 events.

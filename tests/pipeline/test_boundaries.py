@@ -48,8 +48,10 @@ def test_the_documented_ages_are_the_defaults() -> None:
 def test_an_orphan_is_deleted_only_once_older_than_six_hours(
     catalog: Catalog, store: S3ObjectStore, age_past_six_hours: timedelta, deleted: bool
 ) -> None:
-    # Given an object no catalog row knows (a crash between the S3 write and the registration)
-    key = keys.fragment_key(uuid4(), "battle", "0" * 64)
+    # Given an object no catalog row knows (a crash between the S3 write and the registration), in
+    # a dataset that had an upload since the last sweep (logic/orphans.py)
+    dataset = upload_fragments(catalog, store, tables=("battle",), fragments=1, rows=5).dataset
+    key = keys.fragment_key(dataset, "battle", "0" * 64)
     store.put(key, b"orphan")
     (info,) = list(store.list_objects(key))
     # When the sweep runs when it is 6 h old, less or more a second

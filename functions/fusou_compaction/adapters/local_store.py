@@ -69,18 +69,21 @@ class LocalObjectStore:
             self._path(key).unlink(missing_ok=True)
         return []
 
-    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
-        # Walk only below the prefix's directory part, not the whole store.
+    def list_objects(self, prefix: str, *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        # Walk only below the prefix's directory part, not the whole store; keys in S3's order.
         start = self._path(prefix.rsplit("/", 1)[0]) if "/" in prefix else self.root
-        for dirpath, _dirs, files in sorted(os.walk(start)):
-            for name in sorted(files):
-                if name.startswith("."):
-                    continue  # in-progress temp files are not objects
-                key = str((Path(dirpath) / name).relative_to(self.root))
-                if key.startswith(prefix):
-                    info = self.head(key)
-                    if info is not None:
-                        yield info
+        found = sorted(
+            key
+            for dirpath, _dirs, files in os.walk(start)
+            for name in files
+            if not name.startswith(".")  # in-progress temp files are not objects
+            for key in [str((Path(dirpath) / name).relative_to(self.root))]
+        )
+        for key in found:
+            if key.startswith(prefix) and (start_after is None or key > start_after):
+                info = self.head(key)
+                if info is not None:
+                    yield info
 
     def open_writer(self, key: str, *, content_type: str = "application/octet-stream") -> LocalFileWriter:
         return LocalFileWriter(self._path(key))

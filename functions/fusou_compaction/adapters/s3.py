@@ -25,7 +25,7 @@ from fusou_compaction.ports.object_store import ObjectInfo, ObjectNotFound, Obje
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
     from mypy_boto3_s3 import S3Client
-    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef, PaginatorConfigTypeDef
 
 MiB: Final = 1024 * 1024
 MIN_PART_SIZE: Final = 5 * MiB  # S3's floor for every part but the last
@@ -214,9 +214,16 @@ class S3ObjectStore:
                 failed.append(err["Key"])
         return failed
 
-    def list_objects(self, prefix: str, *, page_size: int = 1000) -> Iterator[ObjectInfo]:
+    def list_objects(
+        self, prefix: str, *, start_after: str | None = None, page_size: int = 1000
+    ) -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")
-        pages = paginator.paginate(Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size})
+        config: PaginatorConfigTypeDef = {"PageSize": page_size}
+        pages = (
+            paginator.paginate(Bucket=self.bucket, Prefix=prefix, StartAfter=start_after, PaginationConfig=config)
+            if start_after
+            else paginator.paginate(Bucket=self.bucket, Prefix=prefix, PaginationConfig=config)
+        )
         try:
             for page in pages:
                 for obj in page.get("Contents", []):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import TypeAdapter
@@ -21,7 +22,11 @@ from fusou_compaction.catalog.models import (
     Failure,
     FailureRecorded,
     GarbageObject,
+    InventorySweep,
     LeaseResult,
+    OrphanSweepDataset,
+    OrphanSweepProgress,
+    OrphanSweepWindow,
     QuarantineCount,
     QuarantinedFile,
     QuarantineResult,
@@ -45,6 +50,7 @@ _strs = TypeAdapter(list[str])
 _redrivable = TypeAdapter(list[RedrivableFailure])
 _schemas = TypeAdapter(dict[str, str])
 _quarantined = TypeAdapter(list[QuarantinedFile])
+_sweep_datasets = TypeAdapter(list[OrphanSweepDataset])
 
 
 class Catalog:
@@ -315,3 +321,64 @@ class Catalog:
 
     def find_orphans(self, keys: Sequence[str]) -> list[str]:
         return _strs.validate_python(self._call("find_orphans", p_keys=list(keys)))
+
+    # The orphan sweeps (migration 0010): each keeps its place in the catalog under a lease.
+    def begin_orphan_sweep(self, *, owner: str, lease_seconds: int, lookback_seconds: int) -> OrphanSweepWindow:
+        """Take the touched sweep: its unfinished window, or a new one from the watermark less
+        ``lookback_seconds`` to now, whose touched datasets the catalog lists at once."""
+        return OrphanSweepWindow.model_validate(
+            self._call(
+                "begin_orphan_sweep",
+                p_owner=owner,
+                p_lease_seconds=lease_seconds,
+                p_lookback_seconds=lookback_seconds,
+            )
+        )
+
+    def next_orphan_sweep_datasets(self, *, owner: str, limit: int = 100) -> list[OrphanSweepDataset]:
+        return _sweep_datasets.validate_python(self._call("next_orphan_sweep_datasets", p_owner=owner, p_limit=limit))
+
+    def record_orphan_sweep_progress(
+        self, *, owner: str, done: Sequence[UUID], partial: Sequence[OrphanSweepDataset] = ()
+    ) -> OrphanSweepProgress:
+        """``done``: swept to the end of their prefix; ``partial``: swept up to ``start_after``."""
+        return OrphanSweepProgress.model_validate(
+            self._call(
+                "record_orphan_sweep_progress",
+                p_owner=owner,
+                p_done=list(done),
+                p_partial=[p.model_dump(mode="json") for p in partial],
+            )
+        )
+
+    def begin_inventory_sweep(
+        self,
+        *,
+        owner: str,
+        lease_seconds: int,
+        report: str | None,
+        report_created_at: datetime | None,
+        every_seconds: int,
+    ) -> InventorySweep:
+        return InventorySweep.model_validate(
+            self._call(
+                "begin_inventory_sweep",
+                p_owner=owner,
+                p_lease_seconds=lease_seconds,
+                p_report=report,
+                p_report_created_at=report_created_at,
+                p_every_seconds=every_seconds,
+            )
+        )
+
+    def record_inventory_progress(self, *, owner: str, report: str, file: int, rows: int) -> None:
+        self._call("record_inventory_progress", p_owner=owner, p_report=report, p_file=file, p_rows=rows)
+
+    def finish_inventory_sweep(self, *, owner: str, report: str, completed: bool) -> bool:
+        return bool(self._call("finish_inventory_sweep", p_owner=owner, p_report=report, p_completed=completed))
+
+    def release_orphan_sweep(self, *, sweep: Literal["touched", "inventory"], owner: str) -> bool:
+        return bool(self._call("release_orphan_sweep", p_sweep=sweep, p_owner=owner))
+
+    def orphan_sweep_status(self) -> dict[str, Any]:
+        return dict(self._call("orphan_sweep_status"))

@@ -205,3 +205,38 @@ class RedrivableFailure(_Model):
     id: int
     dataset_id: UUID | None = None
     body: str
+
+
+# The orphan sweeps (migration 0010).
+class OrphanSweepWindow(_Model):
+    """The touched sweep's window: datasets whose catalog rows changed in [window_from, window_until)."""
+
+    acquired: bool  # False: another invocation holds the sweep's lease
+    resumed: bool = False  # the window of an earlier invocation, not finished then
+    window_from: datetime | None = None
+    window_until: datetime | None = None
+    pending: int = 0
+
+
+class OrphanSweepDataset(_Model):
+    dataset_id: UUID
+    start_after: str | None = None  # the last key already examined (an earlier invocation ran out of time)
+
+
+class OrphanSweepProgress(_Model):
+    pending: int
+    finished: bool  # the window is done: the watermark moved to its end
+    watermark: datetime | None = None
+
+
+class InventorySweep(_Model):
+    """The inventory sweep's report: the one in progress (``resumed``) or the one due; ``report``
+    None: nothing to do. ``file`` and ``rows``: every row before row ``rows`` of data file ``file``
+    was examined."""
+
+    acquired: bool
+    report: str | None = None
+    report_created_at: datetime | None = None
+    file: int = 0
+    rows: int = 0
+    resumed: bool = False

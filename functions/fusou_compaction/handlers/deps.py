@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fusou_compaction.catalog.client import Catalog
+from fusou_compaction.ports.inventory import InventoryReports
 from fusou_compaction.ports.messaging import Alerts, Invoker, Orchestrator, Queue
 from fusou_compaction.ports.object_store import ObjectStore
 from fusou_compaction.settings import ConfigurationError, Settings, get_settings
+from fusou_compaction.topology import inventory_report_prefix
 from fusou_compaction.wiring import RuntimeConfig, aws_client, build_catalog
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ class Dependencies:
     register_retry: Queue | None = None  # only the scheduled function sends to it
     scheduled_queue: Queue | None = None  # the low-priority queue (scheduled function, consumer)
     invoker: Invoker | None = None  # the scheduled function continues a long drain in a new invocation
+    inventory: InventoryReports | None = None  # the data bucket's S3 Inventory reports (scheduled function)
 
     @property
     def runtime(self) -> RuntimeConfig:
@@ -112,6 +115,7 @@ def build_dependencies(settings: Settings, needs: Needs | None = None) -> Depend
     from fusou_compaction.adapters.alerts import LogAlerts, SnsAlerts
     from fusou_compaction.adapters.invoker import LambdaInvoker
     from fusou_compaction.adapters.s3 import S3ObjectStore
+    from fusou_compaction.adapters.s3_inventory import S3InventoryReports
     from fusou_compaction.adapters.sqs import SqsQueue
     from fusou_compaction.adapters.stepfunctions import StepFunctionsOrchestrator
 
@@ -131,6 +135,12 @@ def build_dependencies(settings: Settings, needs: Needs | None = None) -> Depend
         register_retry=SqsQueue(sqs, settings.register_retry_queue_url) if settings.register_retry_queue_url else None,
         scheduled_queue=SqsQueue(sqs, settings.scheduled_queue_url) if settings.scheduled_queue_url else None,
         invoker=LambdaInvoker(lambda: aws_client(settings, "lambda")),
+        inventory=S3InventoryReports(
+            S3ObjectStore(settings.inventory_bucket, region=settings.region, endpoint_url=settings.aws_endpoint_url),
+            inventory_report_prefix(settings.bucket),
+        )
+        if settings.inventory_bucket
+        else None,
     )
 
 

@@ -25,6 +25,7 @@ import boto3
 from fusou_compaction import keys
 from fusou_compaction.adapters.alerts import LogAlerts
 from fusou_compaction.adapters.s3 import S3ObjectStore
+from fusou_compaction.adapters.s3_inventory import S3InventoryReports
 from fusou_compaction.adapters.sqs import SqsQueue
 from fusou_compaction.catalog.client import Catalog
 from fusou_compaction.catalog.migrate import migrate
@@ -39,6 +40,7 @@ from fusou_compaction.local.aws import LocalAws
 from fusou_compaction.local.concurrency import AccountConcurrency, ReservedConcurrency
 from fusou_compaction.local.console import Feed, dlq_lines, register_lines, run_summary, scheduled_line, short
 from fusou_compaction.local.endpoints import Endpoints
+from fusou_compaction.local.inventory import publish_inventory_report
 from fusou_compaction.local.lambda_process import LambdaFunction, settings_environment
 from fusou_compaction.local.postgres import PostgresServer, reachable_by_server
 from fusou_compaction.local.runner import Execution, Handler, LocalContext, LocalRunner, LocalStepFunctions
@@ -54,6 +56,7 @@ from fusou_compaction.topology import (
     REGISTER,
     bucket_name,
     dlq_name,
+    inventory_report_prefix,
     queue_name,
     register_retry_dlq_name,
     register_retry_queue_name,
@@ -348,6 +351,8 @@ class LocalStack:
         sqs = boto3.client("sqs", endpoint_url=self.aws.endpoint_url, region_name=region)
         self._bucket = bucket_name(o.stage)
         s3.create_bucket(Bucket=self._bucket)
+        self._inventory_bucket = f"{self._bucket}-inventory"  # S3 Inventory's reports (local/inventory.py)
+        s3.create_bucket(Bucket=self._inventory_bucket)
         dlq_url = sqs.create_queue(
             QueueName=dlq_name(o.stage), Attributes={"MessageRetentionPeriod": str(QUEUES.dlq_retention_days * 86400)}
         )["QueueUrl"]
@@ -430,6 +435,7 @@ class LocalStack:
             high_priority_reserve=o.high_priority_reserve,
             defer_base_seconds=o.defer_base_seconds,
             defer_max_seconds=o.defer_max_seconds,
+            inventory_bucket=self._inventory_bucket,
         )
         catalog = Catalog(PostgresRpc(database_url, max_size=16))
         queue, dlq = SqsQueue(self._sqs, self._queue_url), SqsQueue(self._sqs, self._dlq_url, peek_for_age=True)
@@ -475,6 +481,7 @@ class LocalStack:
             register_retry=SqsQueue(self._sqs, self._register_retry_url),
             scheduled_queue=SqsQueue(self._sqs, self._scheduled_queue_url),
             invoker=LocalInvoker({"scheduled": self._scheduled_sequel}),
+            inventory=S3InventoryReports(self._inventory_store(), inventory_report_prefix(self._bucket)),
         )
         use_dependencies(self.deps)
 
@@ -565,7 +572,18 @@ class LocalStack:
             t.start()
             self._threads.append(t)
 
+    def _inventory_store(self) -> S3ObjectStore:
+        assert self.aws is not None
+        return S3ObjectStore(self._inventory_bucket, region=self.aws.region, endpoint_url=self.aws.endpoint_url)
+
+    def publish_inventory(self) -> str:
+        """S3 Inventory's daily delivery, which moto does not make: a report of the data bucket in
+        S3's format, from a listing (the only listing of the whole bucket, and only here)."""
+        assert self.deps is not None
+        return publish_inventory_report(self.deps.store, self._inventory_store())
+
     def run_scheduled(self, *, timeout_seconds: int = 900) -> dict[str, Any]:
+        self.publish_inventory()  # delivered overnight, before the 02:00 run
         context = LocalContext(function_name="scheduled", timeout_seconds=timeout_seconds)
         result: dict[str, Any] = scheduled_handler.handler(scheduled_event(), context)
         if self.options.feed is not None:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from fusou_compaction import keys
 from fusou_compaction.catalog.client import Catalog
+from fusou_compaction.catalog.errors import LeaseNotHeld
 from fusou_compaction.catalog.models import RetryBackoff
+from fusou_compaction.logic.orphans import OrphanReport, reconcile_inventory, sweep_touched_datasets
 from fusou_compaction.pipeline.models import CompactionMessage, Priority
+from fusou_compaction.ports.inventory import InventoryReports
 from fusou_compaction.ports.messaging import BatchEntry, Queue
 from fusou_compaction.ports.object_store import ObjectStore
 
@@ -21,8 +23,10 @@ if TYPE_CHECKING:
     from fusou_compaction.logic.presigned import StrandedReport
 
 CONTINUATION_KEY = "continuation"  # in the EventBridge event's detail: how many invocations came before
+HOUSEKEEPING_KEY = "housekeeping"  # in a sequel's detail: true while housekeeping has work left
+HOUSEKEEPING_STOP_SECONDS = 30  # housekeeping stops with this much of the invocation left
+RECONCILE_EVERY = timedelta(days=7)
 
-FIND_ORPHANS_CHUNK = 1000
 CLAIM_PAGE_LIMIT = 1000  # claim_pending_datasets takes at most 1,000 a call
 
 
@@ -75,8 +79,18 @@ def drain_backlog(
 class HousekeepingReport:
     expired_leases: int = 0
     garbage_deleted: int = 0
-    orphans_deleted: int = 0
+    garbage_finished: bool = True
+    touched: OrphanReport | None = None
+    inventory: OrphanReport | None = None
     errors: list[str] = field(default_factory=list)
+
+    # Nothing left to do (or left to another invocation that holds a sweep); False: out of time,
+    # continue in a later invocation, which resumes where this one stopped.
+    finished: bool = False
+
+    @property
+    def orphans_deleted(self) -> int:
+        return sum(r.deleted for r in (self.touched, self.inventory) if r is not None)
 
 
 def claim_and_enqueue(
@@ -118,14 +132,27 @@ def housekeeping(
     *,
     orphan_min_age: timedelta,
     now: datetime | None = None,
-    max_keys_scanned: int = 100_000,
+    inventory: InventoryReports | None = None,
+    reconcile_every: timedelta = RECONCILE_EVERY,
+    owner: str = "housekeeping",
+    time_left: Callable[[], float] = lambda: math.inf,
+    stop_with_seconds_left: float = HOUSEKEEPING_STOP_SECONDS,
 ) -> HousekeepingReport:
+    """Expired leases, replaced objects past their grace period, then orphans (logic/orphans.py):
+    the datasets touched since the last sweep, then the inventory report when one is due. Stops
+    with ``stop_with_seconds_left`` seconds left; ``finished`` False: call again (it resumes)."""
     report = HousekeepingReport()
     now = now or datetime.now(UTC)
     report.expired_leases = len(catalog.sweep_expired_leases())
 
+    def out_of_time() -> bool:
+        return time_left() <= stop_with_seconds_left
+
     # Replaced objects past their grace period.
     while True:
+        if out_of_time():
+            report.garbage_finished = False
+            return report
         garbage = catalog.list_garbage(limit=1000)
         if not garbage:
             break
@@ -138,18 +165,48 @@ def housekeeping(
             break
 
     # Orphans: objects no catalog row knows (a crash between the S3 write and the commit), old
-    # enough that no upload or run in flight can still claim them.
-    cutoff = now - orphan_min_age
-    candidates = (
-        o.key
-        for o in itertools.islice(store.list_objects(keys.DATASETS_PREFIX), max_keys_scanned)
-        if o.last_modified < cutoff
+    # enough that no upload or run in flight can still claim them. First the datasets that changed
+    # since the last sweep, then, when a report is due, the whole bucket from its inventory.
+    def run(sweep: Callable[[], OrphanReport]) -> OrphanReport:
+        try:
+            result = sweep()
+        except LeaseNotHeld as exc:  # this invocation outlived its lease: whoever holds it now goes on
+            result = OrphanReport(busy=True, errors=[str(exc)])
+        report.errors.extend(result.errors)
+        return result
+
+    report.touched = run(
+        lambda: sweep_touched_datasets(
+            catalog,
+            store,
+            owner=owner,
+            orphan_min_age=orphan_min_age,
+            time_left=time_left,
+            stop_with_seconds_left=stop_with_seconds_left,
+            now=now,
+        )
     )
-    while chunk := list(itertools.islice(candidates, FIND_ORPHANS_CHUNK)):
-        orphans = catalog.find_orphans(chunk)
-        if orphans:
-            failed_orphans = store.delete_many(orphans)
-            report.orphans_deleted += len(orphans) - len(failed_orphans)
+    if not (report.touched.finished or report.touched.busy):
+        return report  # out of time
+    if inventory is not None:
+        if out_of_time():
+            return report
+        report.inventory = run(
+            lambda: reconcile_inventory(
+                catalog,
+                store,
+                inventory,
+                owner=owner,
+                orphan_min_age=orphan_min_age,
+                every=reconcile_every,
+                time_left=time_left,
+                stop_with_seconds_left=stop_with_seconds_left,
+                now=now,
+            )
+        )
+        if not (report.inventory.finished or report.inventory.busy):
+            return report
+    report.finished = True
     return report
 
 
@@ -160,6 +217,10 @@ class ScheduledReport:
     house: HousekeepingReport | None = None
     stranded: StrandedReport | None = None
     continue_later: bool = False
+
+    @property
+    def housekeeping_left(self) -> bool:
+        return self.house is not None and not self.house.finished
 
     def to_json_dict(self) -> dict[str, Any]:
         house = self.house or HousekeepingReport()
@@ -173,6 +234,11 @@ class ScheduledReport:
             "expiredLeases": house.expired_leases,
             "garbageDeleted": house.garbage_deleted,
             "orphansDeleted": house.orphans_deleted,
+            "housekeepingFinished": self.house.finished if self.house else None,
+            "orphanSweep": {
+                "touched": house.touched.to_json_dict() if house.touched else None,
+                "inventory": house.inventory.to_json_dict() if house.inventory else None,
+            },
             "strandedUploadsResent": len(self.stranded.resent) if self.stranded else 0,
             "errors": (self.stranded.errors if self.stranded else []) + house.errors,
         }
@@ -183,21 +249,36 @@ def continuation_of(detail: dict[str, Any] | None) -> int:
     return n if isinstance(n, int) and n >= 0 else 0
 
 
-def continuation_event(event: dict[str, Any], hop: int) -> dict[str, Any]:
-    """The EventBridge event again (same id: the same claimer), marked as its ``hop``-th sequel."""
-    return {**event, "detail": {**(event.get("detail") or {}), CONTINUATION_KEY: hop}}
+def housekeeping_pending(detail: dict[str, Any] | None) -> bool:
+    """Whether this invocation does housekeeping: the first always, a sequel if it was left unfinished."""
+    return continuation_of(detail) == 0 or (detail or {}).get(HOUSEKEEPING_KEY) is True
+
+
+def continuation_event(event: dict[str, Any], hop: int, *, housekeeping: bool = False) -> dict[str, Any]:
+    """The EventBridge event again (same id: the same claimer), marked as its ``hop``-th sequel,
+    and whether housekeeping has work left."""
+    return {**event, "detail": {**(event.get("detail") or {}), CONTINUATION_KEY: hop, HOUSEKEEPING_KEY: housekeeping}}
 
 
 def scheduled_run(
-    deps: Dependencies, *, claimer: str, hop: int, time_left: Callable[[], float], now: datetime | None = None
+    deps: Dependencies,
+    *,
+    claimer: str,
+    hop: int,
+    time_left: Callable[[], float],
+    now: datetime | None = None,
+    with_housekeeping: bool | None = None,
 ) -> ScheduledReport:
     """The daily run. The first invocation re-sends stranded uploads, drains the backlog into the
-    low-priority queue and keeps time for housekeeping; a sequel only drains. ``continue_later``:
-    datasets are still pending and the run may continue (at most ``scheduled_max_continuations``)."""
+    low-priority queue and keeps time for housekeeping; a sequel drains, and does housekeeping too
+    if the one before left some (``with_housekeeping``; default: only the first).
+    ``continue_later``: datasets are still pending or housekeeping is unfinished, and the run may
+    continue (at most ``scheduled_max_continuations`` times)."""
     from fusou_compaction.logic.presigned import resend_stranded_uploads
 
     s = deps.settings
     first = hop == 0
+    with_housekeeping = first if with_housekeeping is None else with_housekeeping
     stranded = resend_stranded_uploads(deps, min_age=timedelta(seconds=s.staging_min_age_seconds)) if first else None
     drain = drain_backlog(
         deps.catalog,
@@ -205,13 +286,27 @@ def scheduled_run(
         claimer=claimer,
         claim_seconds=s.claim_seconds,
         time_left=time_left,
-        stop_with_seconds_left=s.scheduled_drain_reserve_seconds if first else 30,
+        stop_with_seconds_left=s.scheduled_drain_reserve_seconds if with_housekeeping else 30,
         page_size=s.scheduled_page_size,
         backoff=s.retry_backoff,
         now=now,
     )
     house = None
-    if first:
-        house = housekeeping(deps.catalog, deps.store, orphan_min_age=timedelta(seconds=s.orphan_min_age_seconds))
-    more = not drain.drained and not drain.stalled and hop < s.scheduled_max_continuations
-    return ScheduledReport(drain=drain, hop=hop, house=house, stranded=stranded, continue_later=more)
+    if with_housekeeping:
+        house = housekeeping(
+            deps.catalog,
+            deps.store,
+            orphan_min_age=timedelta(seconds=s.orphan_min_age_seconds),
+            inventory=deps.inventory,
+            reconcile_every=timedelta(days=s.orphan_reconcile_every_days),
+            owner=claimer,
+            time_left=time_left,
+        )
+    more = (not drain.drained and not drain.stalled) or (house is not None and not house.finished)
+    return ScheduledReport(
+        drain=drain,
+        hop=hop,
+        house=house,
+        stranded=stranded,
+        continue_later=more and hop < s.scheduled_max_continuations,
+    )

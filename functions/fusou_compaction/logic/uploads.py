@@ -3,20 +3,32 @@
 Object first, catalog row second: a crash between them leaves an unregistered object (no
 visible fragment), which the scheduled sweep removes as an orphan. The key is content-addressed
 under the caller's dataset, so nothing can overwrite another object.
+
+An object already under the key is shared only while it is young (a concurrent upload of the same
+bytes). An older one is an orphan of an upload whose registration failed: the orphan sweep may
+have judged it (no catalog row) and be about to delete it, and registering it now would leave a
+live fragment without its object. Such bytes are written again under a key of this upload's own.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from fusou_compaction import keys
 from fusou_compaction.catalog.client import Catalog
 from fusou_compaction.catalog.errors import CatalogNotFound, DatasetForbidden
 from fusou_compaction.logic.fragment_checks import InvalidParquet, NotParquet, UploadLimits, check_fragment
 from fusou_compaction.ports.object_store import ObjectStore
+
+PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
+# An object under a fragment's key younger than this is shared (a concurrent upload of the same
+# bytes: registration follows within seconds); older, it may be an orphan the sweep is deleting,
+# which only ever deletes objects older than FUSOU_ORPHAN_MIN_AGE_SECONDS (6 h).
+SHARE_MAX_AGE = timedelta(hours=1)
 
 __all__ = [
     "InvalidParquet",
@@ -92,6 +104,7 @@ def store_fragment(
     table: str,
     data: bytes,
     limits: UploadLimits | None = None,
+    now: datetime | None = None,
 ) -> StoredFragment:
     keys.check_table_name(table)
     summary = inspect_parquet(data, limits)
@@ -115,7 +128,11 @@ def store_fragment(
         )
     key = keys.fragment_key(dataset_id, table, sha)
     # Same bytes → same key: an existing object is already exactly these bytes.
-    store.put_if_absent(key, data, content_type="application/vnd.apache.parquet")
+    if not store.put_if_absent(key, data, content_type=PARQUET_CONTENT_TYPE):
+        found = store.head(key)
+        if found is None or found.last_modified < (now or datetime.now(UTC)) - SHARE_MAX_AGE:
+            key = keys.fragment_copy_key(dataset_id, table, sha, uuid4())
+            store.put(key, data, content_type=PARQUET_CONTENT_TYPE)
     # The schema before the fragment: a fragment the planner sees normally has its schema known.
     catalog.register_schemas({summary.schema_fingerprint: summary.arrow_schema})
     reg = catalog.register_fragment(
@@ -128,6 +145,8 @@ def store_fragment(
         sha256=sha,
         schema_fingerprint=summary.schema_fingerprint,
     )
+    if reg.duplicate and reg.object_key != key and key != keys.fragment_key(dataset_id, table, sha):
+        store.delete_many([key])  # our own copy, and another upload registered these bytes first
     return StoredFragment(
         dataset_id=dataset_id,
         table=table,

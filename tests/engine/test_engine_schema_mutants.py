@@ -1,0 +1,88 @@
+"""name_problem, deepest_column and unify_known, called directly: make mutate MODULE=schema found
+them exercised only inside the engine's worker processes, where mutmut sees no test reach them."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from fusou_compaction.engine.schema import deepest_column, name_problem, unify_known
+
+
+def _schema(*fields: tuple[str, pa.DataType]) -> pa.Schema:
+    return pa.schema([pa.field(n, t) for n, t in fields])
+
+
+def test_names_that_name_columns_unambiguously_have_no_problem() -> None:
+    inner = pa.struct([pa.field("a", pa.int64()), pa.field("b", pa.string())])
+    schema = _schema(
+        ("s", inner),
+        ("l", pa.list_(inner)),
+        ("m", pa.map_(pa.string(), inner)),
+        ("d", pa.dictionary(pa.int32(), pa.string())),
+        ("a", pa.int64()),  # the same name as a nested one: not a sibling
+    )
+    assert name_problem(schema) is None
+
+
+@pytest.mark.parametrize(
+    ("schema", "problem"),
+    [
+        (_schema(("", pa.int64())), ("(empty)", "has an empty name")),
+        (_schema(("x", pa.int64()), ("x", pa.string())), ("x", "is named twice")),
+        (_schema(("ok", pa.int64()), ("s", pa.struct([pa.field("", pa.int64())]))), ("s.", "has an empty name")),
+        (
+            _schema(("s", pa.struct([pa.field("y", pa.int64()), pa.field("y", pa.int8())]))),
+            ("s.y", "is named twice"),
+        ),
+        (
+            _schema(("l", pa.list_(pa.struct([pa.field("y", pa.int64()), pa.field("y", pa.int8())])))),
+            ("l.y", "is named twice"),
+        ),
+        (
+            _schema(("m", pa.map_(pa.string(), pa.struct([pa.field("z", pa.int64()), pa.field("z", pa.int8())])))),
+            ("m.value.z", "is named twice"),
+        ),
+    ],
+)
+def test_the_first_ambiguous_name_is_named_with_its_path(schema: pa.Schema, problem: tuple[str, str]) -> None:
+    assert name_problem(schema) == problem
+
+
+def test_the_first_problem_is_reported_not_a_later_one() -> None:
+    schema = _schema(("x", pa.int64()), ("x", pa.int64()), ("", pa.int64()))
+    assert name_problem(schema) == ("x", "is named twice")
+
+
+def test_the_deepest_column_is_counted_in_parquet_levels() -> None:
+    assert deepest_column(pa.schema([])) is None
+    # the root and the leaf count; a list takes two levels, a struct or a map's entries one
+    assert deepest_column(_schema(("a", pa.int64()))) == ("a", 2)
+    assert deepest_column(_schema(("a", pa.int64()), ("s", pa.struct([pa.field("c", pa.int64())])))) == ("s", 3)
+    assert deepest_column(_schema(("s", pa.struct([pa.field("c", pa.int64())])), ("l", pa.list_(pa.int64())))) == (
+        "l",
+        4,
+    )
+    assert deepest_column(_schema(("ll", pa.list_(pa.list_(pa.int64()))))) == ("ll", 6)
+    assert deepest_column(_schema(("m", pa.map_(pa.string(), pa.int64())))) == ("m", 4)
+    # the first of equally deep columns
+    assert deepest_column(_schema(("a", pa.int64()), ("b", pa.int64()))) == ("a", 2)
+
+
+A = _schema(("x", pa.int32()))
+B = _schema(("x", pa.int64()), ("y", pa.string()))
+C = _schema(("x", pa.string()))
+
+
+def test_known_schemas_unify_in_order_of_first_appearance() -> None:
+    known = {"a": A, "b": B, "c": C}
+    assert unify_known(["a", "b", "a"], known) == _schema(("x", pa.int64()), ("y", pa.string()))
+    assert unify_known(["b", "a"], known) == _schema(("x", pa.int64()), ("y", pa.string()))
+    assert unify_known(["a"], known) == A
+
+
+def test_unknown_or_ununifiable_schemas_give_none() -> None:
+    known = {"a": A, "b": B, "c": C}
+    assert unify_known([], known) is None
+    assert unify_known(["a", "zz"], known) is None
+    assert unify_known(["a", "c"], known) is None
