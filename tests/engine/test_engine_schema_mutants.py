@@ -1,12 +1,21 @@
-"""name_problem, deepest_column and unify_known, called directly: make mutate MODULE=schema found
-them exercised only inside the engine's worker processes, where mutmut sees no test reach them."""
+"""engine/schema.py, called directly where make mutate MODULE=schema found no test of its own:
+name_problem and deepest_column (used by the upload checks), unify_known (used by the pipeline's
+steps), and the stored schema's base64 check."""
 
 from __future__ import annotations
+
+import binascii
 
 import pyarrow as pa
 import pytest
 
-from fusou_compaction.engine.schema import deepest_column, name_problem, unify_known
+from fusou_compaction.engine.schema import (
+    deepest_column,
+    name_problem,
+    schema_from_base64,
+    schema_to_base64,
+    unify_known,
+)
 
 
 def _schema(*fields: tuple[str, pa.DataType]) -> pa.Schema:
@@ -86,3 +95,11 @@ def test_unknown_or_ununifiable_schemas_give_none() -> None:
     assert unify_known([], known) is None
     assert unify_known(["a", "zz"], known) is None
     assert unify_known(["a", "c"], known) is None
+
+
+def test_a_stored_schema_with_characters_outside_base64_is_refused_not_skipped() -> None:
+    text = schema_to_base64(B)
+    assert schema_from_base64(text) == B
+    # base64 without validation drops such characters and decodes what is left
+    with pytest.raises(binascii.Error):
+        schema_from_base64(text[:8] + "!" + text[8:])
