@@ -16,12 +16,13 @@ PY := .venv/bin/python
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup postgres test test-scale lint fmt typecheck bench demo synth build deploy destroy clean no-context-in-cdk-args mutate mutate-sql
+.PHONY: help setup postgres test test-scale test-big-plan lint fmt typecheck bench demo synth build deploy destroy clean no-context-in-cdk-args mutate mutate-sql
 
 help:
 	@echo "make demo   - run the whole system on an embedded local stack (no AWS, no Docker)"
 	@echo "make test   - the whole test suite against real PostgreSQL and moto's server"
 	@echo "make test-scale - 2,000 datasets under throttling, then priority with 1,100 waiting (slow; smaller in make test)"
+	@echo "make test-big-plan - one run of 3,000 bins within Step Functions' limits (BINS=n; 800 in make test)"
 	@echo "make lint   - ruff + mypy + checkov on the synthesized template"
 	@echo "make mutate - mutation testing (mutmut) per module; MODULE=logic for one; not part of make test"
 	@echo "make mutate-sql - mutation testing of the catalog's SQL functions; FUNCTIONS=commit_compaction for some"
@@ -57,6 +58,11 @@ SCALE_DATASETS ?= 2000
 test-scale: setup
 	FUSOU_SCALE_DATASETS=$(SCALE_DATASETS) $(PY) -m pytest -p no:cacheprovider -s \
 		tests/pipeline/test_scale.py tests/pipeline/test_priority_at_scale.py $(PYTEST_ARGS)
+
+# Any dataset size (issue 19, item 4): one run of 3,000 bins (BINS=n for another) on the local stack,
+# every state under 256 KB and every history under 25,000 events; ~3.5 min (make test runs 800).
+test-big-plan: setup
+	FUSOU_BIG_PLAN_BINS=$(or $(BINS),3000) $(PY) -m pytest -p no:cacheprovider -s tests/pipeline/test_any_dataset_size.py $(PYTEST_ARGS)
 
 # Mutation testing: long (a module takes minutes to an hour), so never part of `make test` or CI.
 mutate: setup

@@ -16,6 +16,8 @@ SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 DATASETS_PREFIX = "datasets/"
 PLANS_PREFIX = "plans/"
 STAGING_PREFIX = "staging/"
+PLAN_ITEMS = "items.json"  # under a run's plan prefix: the Compact Map's items
+MAP_RESULTS = "map-results"  # under a run's plan prefix: the Compact Map's exported results
 
 
 def check_table_name(table: str) -> str:
@@ -67,6 +69,17 @@ def plan_bin_key(run_id: UUID, table: str, index: int) -> str:
 
 def manifest_key(run_id: UUID, table: str, index: int) -> str:
     return f"{plan_prefix(run_id)}results/{check_table_name(table)}/{index:05d}.json"
+
+
+def plan_items_key(run_id: UUID) -> str:
+    """The plan's bins as one JSON array: the Compact Map's items (its ItemReader reads them)."""
+    return f"{plan_prefix(run_id)}{PLAN_ITEMS}"
+
+
+def map_results_prefix(run_id: UUID) -> str:
+    """Where the Compact Map's ResultWriter exports its child executions (it appends
+    ``/<map run id>/manifest.json`` and the result files)."""
+    return f"{plan_prefix(run_id)}{MAP_RESULTS}"
 
 
 _COMPACTED_RE = re.compile(

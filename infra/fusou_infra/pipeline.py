@@ -1,14 +1,15 @@
 """The compaction pipeline: consumer → Step Functions (the one pipeline definition) → DLQ handler.
 
 The state machine is rendered by ``fusou_compaction.pipeline.definition.to_asl``, the same
-definition the local runner executes; only the function ARNs and the DLQ URL are CDK tokens.
+definition the local runner executes; only the function ARNs, the DLQ URL and the bucket's name
+are CDK tokens.
 """
 
 from __future__ import annotations
 
 import json
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -18,11 +19,12 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from fusou_compaction import keys
 from fusou_compaction.pipeline.definition import MapOverBins, Pipeline, Task, build_pipeline, to_asl
 from fusou_compaction.topology import QUEUES, state_machine_name
 from fusou_infra import config
 from fusou_infra.lambda_factory import FunctionFactory
-from fusou_infra.nag import acknowledge
+from fusou_infra.nag import acknowledge, logical_id
 from fusou_infra.queues import Queues
 from fusou_infra.secrets import Secrets
 from fusou_infra.storage import READ, WRITE, Storage
@@ -86,7 +88,9 @@ class CompactionPipeline(Construct):
         storage.grant(self.steps["get_metadata"], config.PLANS_PREFIX, WRITE)
         storage.grant(self.steps["compact"], config.PLANS_PREFIX, READ + WRITE)
         storage.grant(self.steps["compact"], config.DATASETS_PREFIX, READ + WRITE)
-        storage.grant(self.steps["update"], config.PLANS_PREFIX, READ)
+        storage.grant(self.steps["update"], config.PLANS_PREFIX, READ)  # manifests and the Compact Map's export
+        # A failed Compact Map's export holds the failed bin's own error (the Map's only says one failed)
+        storage.grant(self.steps["record_failure"], config.PLANS_PREFIX, READ)
 
         self.log_group = logs.LogGroup(
             self,
@@ -95,7 +99,12 @@ class CompactionPipeline(Construct):
             retention=config.LOG_RETENTION,
             removal_policy=RemovalPolicy.DESTROY,
         )
-        asl = to_asl(self.definition, {k: fn.function_arn for k, fn in self.steps.items()}, queues.dlq.queue_url)
+        asl = to_asl(
+            self.definition,
+            {k: fn.function_arn for k, fn in self.steps.items()},
+            queues.dlq.queue_url,
+            storage.bucket.bucket_name,
+        )
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",
@@ -115,6 +124,7 @@ class CompactionPipeline(Construct):
             )
         )
         queues.dlq.grant_send_messages(role)
+        self._grant_distributed_map(role, stage, storage)
         acknowledge(
             self.state_machine.role.node.find_child("DefaultPolicy"),
             "AwsSolutions-IAM5[Resource::*]",
@@ -184,6 +194,51 @@ class CompactionPipeline(Construct):
             iam.PolicyStatement(actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[alerts_key.key_arn])
         )
         secrets.grant_catalog(self.dlq_handler)
+
+    def _grant_distributed_map(self, role: iam.IRole, stage: str, storage: Storage) -> None:
+        """What the Compact Map needs, and no more: starting its child executions (executions of this
+        very state machine, named by its name: its ARN would be a dependency cycle), watching and
+        stopping them, reading the plan's items file and writing its results under the run's
+        plans/<run>/map-results/ (multipart, as Step Functions writes large exports)."""
+        name = state_machine_name(stage)
+        stack = Stack.of(self)
+        machine = stack.format_arn(
+            service="states", resource="stateMachine", resource_name=name, arn_format=ArnFormat.COLON_RESOURCE_NAME
+        )
+        executions = stack.format_arn(
+            service="states", resource="execution", resource_name=f"{name}/*", arn_format=ArnFormat.COLON_RESOURCE_NAME
+        )
+        role.add_to_principal_policy(iam.PolicyStatement(actions=["states:StartExecution"], resources=[machine]))
+        role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["states:DescribeExecution", "states:StopExecution"], resources=[executions])
+        )
+        items = storage.bucket.arn_for_objects(f"{keys.PLANS_PREFIX}*/{keys.PLAN_ITEMS}")
+        role.add_to_principal_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=[items]))
+        results = storage.bucket.arn_for_objects(f"{keys.PLANS_PREFIX}*/{keys.MAP_RESULTS}/*")
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:PutObject", "s3:GetObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"],
+                resources=[results],
+            )
+        )
+        policy = role.node.find_child("DefaultPolicy")
+        bucket = logical_id(storage.bucket)
+        for finding, reason in (
+            (
+                f"arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:{name}/*",
+                "The Compact Map's child executions are named by Step Functions per Map Run; the grant is "
+                "scoped to executions of this one state machine",
+            ),
+            (
+                f"<{bucket}.Arn>/{keys.PLANS_PREFIX}*/{keys.PLAN_ITEMS}",
+                "The plan's items file of any run (the run id is the wildcard, fusou_compaction.keys); read only",
+            ),
+            (
+                f"<{bucket}.Arn>/{keys.PLANS_PREFIX}*/{keys.MAP_RESULTS}/*",
+                "The Compact Map's export under any run's plan prefix (run and Map Run ids are the wildcards)",
+            ),
+        ):
+            acknowledge(policy, f"AwsSolutions-IAM5[Resource::{finding}]", reason)
 
     @property
     def functions(self) -> list[lambda_.Function]:

@@ -311,7 +311,8 @@ def test_queue_to_compacted_dataset_through_every_deployed_function(
     with deployed_environment(step_env):
         from fusou_compaction.handlers.deps import dependencies
 
-        runner = LocalRunner(build_pipeline(), STEP_HANDLERS, dependencies().dlq, time_scale=0.001)
+        deps = dependencies()
+        runner = LocalRunner(build_pipeline(), STEP_HANDLERS, deps.dlq, store=deps.store, time_scale=0.001)
         ex = runner.run(Execution(name=execution["name"], input=payload))
     # Then the run succeeded and the dataset is one compacted file of all 8 rows
     assert ex.status == "SUCCEEDED", ex.history

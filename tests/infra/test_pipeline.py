@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +16,7 @@ from tests.infra.cfn import join_strings
 from tests.infra.conftest import Synthesized
 
 STEP_KEYS = ("validate", "get_metadata", "compact", "update", "record_failure")
+ASL_VALIDATOR = "4.0.0"  # the version checked against this definition (offline, from the npm cache)
 
 
 def _state_machine(synth: Synthesized) -> dict[str, Any]:
@@ -42,8 +47,9 @@ def test_synthesized_state_machine_equals_the_local_runners_definition(
     # Given the definition the local runner executes (fusou_compaction.local.stack: build_pipeline())
     runner_pipeline = build_pipeline()
     dlq_id = synth.logical_id(synth.stack.queues.dlq)
+    bucket_id = synth.logical_id(synth.stack.storage.bucket)
     # When it is rendered with the same function references as the synthesized one
-    expected = to_asl(runner_pipeline, {k: f"<{lid}>" for k, lid in step_ids.items()}, f"<{dlq_id}>")
+    expected = to_asl(runner_pipeline, {k: f"<{lid}>" for k, lid in step_ids.items()}, f"<{dlq_id}>", f"<{bucket_id}>")
     # Then both are the same document: states, order, retries, catches, timeouts, map settings
     assert asl == expected
     assert list(asl["States"])[: len(runner_pipeline.order())] == runner_pipeline.order()
@@ -61,13 +67,56 @@ def test_main_path_is_validate_getmetadata_compact_update(asl: dict[str, Any], s
     assert states["Done"] == {"Type": "Succeed"} and states["Skipped"] == {"Type": "Succeed"}
 
 
-def test_compact_is_a_bounded_map_over_the_plans_bins(asl: dict[str, Any], step_ids: dict[str, str]) -> None:
+def test_compact_is_a_bounded_distributed_map_reading_the_plan_from_s3_and_writing_results_to_s3(
+    synth: Synthesized, asl: dict[str, Any], step_ids: dict[str, str]
+) -> None:
     compact = asl["States"]["Compact"]
-    assert compact["ItemsPath"] == "$.plan.bins"
+    bucket = f"<{synth.logical_id(synth.stack.storage.bucket)}>"
+    # The items are the plan's file in the data bucket, never the state (issue 19, item 4)
+    assert "ItemsPath" not in compact
+    assert compact["ItemReader"] == {
+        "Resource": "arn:aws:states:::s3:getObject",
+        "ReaderConfig": {"InputType": "JSON"},
+        "Parameters": {"Bucket": bucket, "Key.$": "$.plan.itemsKey"},
+    }
+    # Each bin is a child execution with a history of its own; STANDARD, so a bin's retries may
+    # outlast an EXPRESS child's 5 minutes; any failed bin fails the Map, as the INLINE Map did
+    assert compact["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
+    assert compact["ToleratedFailurePercentage"] == 0
+    # The results go to the run's prefix in S3; the state gets only where they are
+    assert compact["ResultWriter"] == {
+        "Resource": "arn:aws:states:::s3:putObject",
+        "Parameters": {"Bucket": bucket, "Prefix.$": "$.plan.resultsPrefix"},
+    }
+    assert compact["ResultPath"] == "$.compact"
     assert 1 <= compact["MaxConcurrency"] <= 40
     inner = compact["ItemProcessor"]["States"]["CompactBin"]
     assert inner["Resource"] == f"<{step_ids['compact']}>"
     assert inner["TimeoutSeconds"] == 900
+
+
+def test_the_synthesized_definition_is_valid_amazon_states_language(synth: Synthesized, tmp_path: Path) -> None:
+    # asl-validator (npm) checks the ASL schema, Distributed Map fields included, offline
+    if shutil.which("npx") is None:
+        pytest.skip("npx (node) is not installed: asl-validator cannot run")
+    text = json.dumps(json.loads(join_strings(_state_machine(synth)["DefinitionString"])))
+    # References become valid ARNs (Lambda) or plain names (bucket, queue URL) for the validator
+    text = re.sub(
+        r'"Resource": "<[A-Za-z0-9]+>"', '"Resource": "arn:aws:lambda:us-east-1:123456789012:function:f"', text
+    )
+    path = tmp_path / "sm.json"
+    path.write_text(re.sub(r"<[A-Za-z0-9:]+>", "placeholder", text))
+    run = subprocess.run(
+        ["npx", "--offline", "--yes", f"asl-validator@{ASL_VALIDATOR}", "--json-path", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if run.returncode != 0 and "ENOTCACHED" in run.stderr:
+        pytest.skip(f"asl-validator@{ASL_VALIDATOR} is not in the npm cache and npx runs offline here")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "is valid" in run.stdout
 
 
 @pytest.mark.parametrize("state", ["Validate", "GetMetadata", "Update"])
@@ -144,6 +193,37 @@ def test_state_machine_role_invokes_exactly_the_five_steps_and_sends_to_the_dlq(
     assert sorted(r["Fn::GetAtt"][0] for r in invoke["Resource"]) == sorted(step_ids.values())
     dlq_arn = {"Fn::GetAtt": [synth.logical_id(synth.stack.queues.dlq), "Arn"]}
     assert any("sqs:SendMessage" in s["Action"] and s["Resource"] == dlq_arn for s in statements)
+
+
+def test_state_machine_role_may_run_its_distributed_map_and_nothing_wider(synth: Synthesized) -> None:
+    role_id = synth.logical_id(synth.stack.pipeline.state_machine.role)
+    statements = _policy_statements(synth, role_id)
+    by_action = {a: s for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    arn = "arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>"
+    # Child executions of itself (by name: a Ref to itself would be a cycle), watched and stopped
+    assert join_strings(by_action["states:StartExecution"]["Resource"]) == f"{arn}:stateMachine:dev-kc-compaction"
+    for action in ("states:DescribeExecution", "states:StopExecution"):
+        assert join_strings(by_action[action]["Resource"]) == f"{arn}:execution:dev-kc-compaction/*"
+    # The ItemReader reads only plans' items files; the ResultWriter writes only under map-results/
+    bucket = f"<{synth.logical_id(synth.stack.storage.bucket)}>"
+    reads = [s for s in statements if s["Action"] == "s3:GetObject"]
+    assert [join_strings(s["Resource"]) for s in reads] == [f"{bucket}/plans/*/items.json"]
+    writer = by_action["s3:PutObject"]
+    assert sorted(writer["Action"]) == sorted(
+        ["s3:PutObject", "s3:GetObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"]
+    )
+    assert join_strings(writer["Resource"]) == f"{bucket}/plans/*/map-results/*"
+    # And nothing else of the bucket: no statement reaches the lake's Parquet (datasets/)
+    assert all("datasets/" not in json.dumps(s["Resource"]) for s in statements)
+
+
+@pytest.mark.parametrize("function", ["step-update", "step-record-failure"])
+def test_the_steps_after_the_map_may_read_its_export_under_plans(synth: Synthesized, function: str) -> None:
+    # Update reads the results from the export; RecordFailure reads a failed bin's error from it
+    role_id = synth.function(function)["Role"]["Fn::GetAtt"][0]
+    bucket = f"<{synth.logical_id(synth.stack.storage.bucket)}>"
+    reads = [s for s in _policy_statements(synth, role_id) if "s3:GetObject" in s["Action"]]
+    assert f"{bucket}/plans/*" in [join_strings(s["Resource"]) for s in reads]
 
 
 def test_consumer_may_start_executions_of_this_state_machine_only(synth: Synthesized) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from datetime import timedelta
 from uuid import uuid4
 
@@ -10,6 +11,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pydantic import TypeAdapter
 
 from fusou_compaction import keys
 from fusou_compaction.adapters.s3 import S3ObjectStore
@@ -17,7 +19,7 @@ from fusou_compaction.catalog.client import Catalog
 from fusou_compaction.logic.scheduled import housekeeping
 from fusou_compaction.logic.steps import CompactionSteps, StepConfig
 from fusou_compaction.logic.uploads import store_fragment
-from fusou_compaction.pipeline.models import CompactItem, ExecutionInput
+from fusou_compaction.pipeline.models import BinInput, CompactItem, ExecutionInput
 from fusou_compaction.settings import Settings
 
 from .conftest import execution_input, live_rows, row_multiset, upload_fragments
@@ -77,29 +79,34 @@ def test_rows_out_equal_rows_in_when_rows_are_duplicated(catalog: Catalog, store
     assert row_multiset(out) == row_multiset(pa.concat_tables([rows] * 3))
 
 
-def _plan_json_size(
-    catalog: Catalog, store: S3ObjectStore, dataset: object, inline_plan_bytes: int
-) -> tuple[int, bool]:
-    """The size of GetMetadata's output and whether the bins travelled inline, for one new run."""
-    steps = CompactionSteps(catalog, store, StepConfig(lease_seconds=60, inline_plan_bytes=inline_plan_bytes))
+def _bin_travels_inline(catalog: Catalog, store: S3ObjectStore, dataset: object, inline_bin_bytes: int) -> bool:
+    """Whether GetMetadata, in a new run, put the dataset's one bin's inputs in its Map item."""
+    steps = CompactionSteps(catalog, store, StepConfig(lease_seconds=60, inline_bin_bytes=inline_bin_bytes))
     ex = execution_input(dataset)  # type: ignore[arg-type]
     assert steps.validate(ex).action == "compact"
     plan = steps.get_metadata(ex)
     catalog.release_lease(dataset_id=ex.message.dataset_id, run_id=ex.run_id)
-    return len(plan.model_dump_json(by_alias=True)), plan.plan_key is None
+    (item,) = json.loads(store.get_bytes(plan.items_key))
+    by_reference = store.exists(keys.plan_bin_key(ex.run_id, item["table"], item["index"]))
+    assert (item["inputs"] is None) == by_reference
+    return not by_reference
 
 
-def test_a_plan_of_exactly_the_inline_limit_stays_inline_and_one_byte_more_goes_to_s3(
+def test_a_bin_of_exactly_the_inline_limit_travels_in_its_item_and_one_byte_more_goes_to_s3(
     catalog: Catalog, store: S3ObjectStore
 ) -> None:
-    # Given a dataset whose plan, inline, takes n bytes
-    up = upload_fragments(catalog, store, fragments=3, rows=5)
-    n, inline = _plan_json_size(catalog, store, up.dataset, 10**9)
-    assert inline
-    # When the limit is n, Then the plan stays inline; when it is n - 1, it travels through S3
-    assert _plan_json_size(catalog, store, up.dataset, n) == (n, True)
-    slim, inline = _plan_json_size(catalog, store, up.dataset, n - 1)
-    assert not inline and slim < n
+    # Given a dataset of one bin whose inputs, as JSON, take n bytes
+    up = upload_fragments(catalog, store, tables=("battle",), fragments=3, rows=5)
+    ex = execution_input(up.dataset)
+    steps = CompactionSteps(catalog, store, StepConfig(lease_seconds=60))
+    steps.validate(ex)
+    (ref,) = steps.get_metadata(ex).bins
+    catalog.release_lease(dataset_id=up.dataset, run_id=ex.run_id)
+    assert ref.inputs is not None and ref.input_count == 3
+    n = len(TypeAdapter(list[BinInput]).dump_json(ref.inputs, by_alias=True))
+    # When the limit is n, Then the inputs travel in the item; when it is n - 1, through S3
+    assert _bin_travels_inline(catalog, store, up.dataset, n)
+    assert not _bin_travels_inline(catalog, store, up.dataset, n - 1)
 
 
 def test_the_state_of_a_large_dataset_stays_far_under_256_kb(
@@ -114,11 +121,13 @@ def test_the_state_of_a_large_dataset_stays_far_under_256_kb(
         " FROM generate_series(1, 4000) g",
         (up.dataset, str(up.dataset)),
     )
-    # When GetMetadata plans it with the default settings
-    default = StepConfig().inline_plan_bytes
-    size, inline = _plan_json_size(catalog, store, up.dataset, default)
-    # Then the plan travels by reference: its state is under the inline limit, itself well under
-    # 256 KB, though the same plan inline would not fit in a state at all
-    full, _ = _plan_json_size(catalog, store, up.dataset, 10**9)
-    assert full > STATE_LIMIT
-    assert not inline and size <= default < STATE_LIMIT // 2
+    # When GetMetadata plans it into a bin per fragment (a target of one fragment's size)
+    steps = CompactionSteps(catalog, store, StepConfig(lease_seconds=60, target_file_size=1024 * 1024))
+    ex = execution_input(up.dataset)
+    assert steps.validate(ex).action == "compact"
+    plan = steps.get_metadata(ex)
+    # Then the state holds where the plan is, in a few hundred bytes, though the plan itself (the
+    # Map's items, in S3) would not fit in a state at all
+    assert plan.bin_count >= 4000
+    assert len(plan.model_dump_json(by_alias=True)) < 1024
+    assert len(store.get_bytes(plan.items_key)) > STATE_LIMIT

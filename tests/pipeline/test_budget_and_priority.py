@@ -8,12 +8,14 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
 import psycopg
 import pytest
 
+from fusou_compaction.adapters.local_store import LocalObjectStore
 from fusou_compaction.adapters.sqs import SqsQueue
 from fusou_compaction.catalog.client import Catalog
 from fusou_compaction.catalog.models import AdmissionPolicy
@@ -278,8 +280,12 @@ class NullQueue:
         raise AssertionError(f"nothing should reach the DLQ: {body}")
 
 
-def test_compact_invocations_past_the_reserved_concurrency_are_throttled_and_retried_until_every_bin_ran() -> None:
+def test_compact_invocations_past_the_reserved_concurrency_are_throttled_and_retried_until_every_bin_ran(
+    tmp_path: Path,
+) -> None:
     # Given a run of 12 bins, a Map of concurrency 8, and Compact's reserved concurrency of 2
+    store = LocalObjectStore(tmp_path)
+    store.put("plans/run/items.json", json.dumps(list(range(12))).encode())
     done: list[int] = []
     lock = threading.Lock()
 
@@ -292,12 +298,23 @@ def test_compact_invocations_past_the_reserved_concurrency_are_throttled_and_ret
     limited = ReservedConcurrency(compact, 2, name="step-compact")
     handlers = {
         "validate": lambda e, c: {"action": "compact"},
-        "get_metadata": lambda e, c: {"bins": list(range(12)), "planKey": None},
+        "get_metadata": lambda e, c: {
+            "planKey": "plans/run/",
+            "itemsKey": "plans/run/items.json",
+            "resultsPrefix": "plans/run/results",
+        },
         "compact": limited,
         "update": lambda e, c: {"committed": True},
         "record_failure": lambda e, c: {},
     }
-    runner = LocalRunner(build_pipeline(8), handlers, NullQueue(), time_scale=0.005, rng=random.Random(7))  # type: ignore[arg-type]
+    runner = LocalRunner(
+        build_pipeline(8),
+        handlers,
+        NullQueue(),  # type: ignore[arg-type]
+        store=store,
+        time_scale=0.005,
+        rng=random.Random(7),
+    )
     message = {"datasetId": str(uuid4()), "priority": "manual"}
     ex = runner.run(Execution("e", {"execution": {"runId": str(uuid4()), "message": message}}))
     # Then the run succeeds, every bin ran once, never more than 2 at a time, after throttles

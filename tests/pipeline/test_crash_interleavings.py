@@ -173,7 +173,7 @@ _writes_by_shape: dict[tuple[str, tuple[str, ...], int, bool], int] = {}
 
 
 def _config(by_reference: bool) -> StepConfig:
-    return StepConfig(lease_seconds=300, grace_period_seconds=0, inline_plan_bytes=0 if by_reference else 10**6)
+    return StepConfig(lease_seconds=300, grace_period_seconds=0, inline_bin_bytes=0 if by_reference else 10**6)
 
 
 def _sweep(steps_catalog: Any, steps_store: Any) -> None:

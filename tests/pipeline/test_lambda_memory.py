@@ -218,9 +218,11 @@ def test_a_compact_past_its_memory_is_retried_as_in_aws_then_fails_and_runs_agai
     assert (run.error or "").startswith(f"{LAMBDA_UNKNOWN}: ") and "signal: killed" in (run.error or "")
     attempts = [error for state, error in history if state == "Compact"]
     assert attempts == [LAMBDA_UNKNOWN] * COMPACT_RETRY.max_attempts, history
-    # And the cause the Catch passed on is Lambda's: errorType Runtime.OutOfMemory
+    # And the cause recorded is Lambda's, errorType Runtime.OutOfMemory: the Distributed Map's own
+    # error only says a child failed, and RecordFailure read the child's from the Map Run's export
     assert ex.output is not None
-    cause = json.loads(ex.output["failure"]["Compact"]["Cause"])
+    assert ex.output["failure"]["Compact"]["Error"] == "States.ExceedToleratedFailureThreshold"
+    cause = json.loads(ex.output["dlq"]["cause"])
     assert cause["errorType"] == "Runtime.OutOfMemory" and "past the function's" in cause["errorMessage"]
     assert f.out_of_memory >= COMPACT_RETRY.max_attempts
     # And nothing was quarantined or lost: every fragment is live, and the failure reached the DLQ

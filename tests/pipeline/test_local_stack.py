@@ -307,14 +307,15 @@ def test_the_dlq_handler_records_every_message_and_never_fails(stack: LocalStack
 def test_every_step_event_parses_into_its_model() -> None:
     from fusou_compaction.logic.steps import state_input
     from fusou_compaction.pipeline.definition import MapOverBins, Task, build_pipeline
-    from fusou_compaction.pipeline.models import CompactItem, CompactResult, FailureInput, PlanResult
+    from fusou_compaction.pipeline.models import CompactItem, FailureInput, MapRunOutput, PlanResult
 
     assert state_input(load_event("step_validate.json")).message.priority == "manual"
     assert state_input(load_event("step_get_metadata.json")).run_id
     assert CompactItem.model_validate(load_event("step_compact.json")).bin.inputs[0].schema_fingerprint  # type: ignore[index]
     upd = load_event("step_update.json")
-    assert PlanResult.model_validate(upd["plan"]).bins and CompactResult.model_validate(upd["compact"][0])
-    assert "Compact" in FailureInput.model_validate(load_event("step_record_failure.json")).failure
+    assert PlanResult.model_validate(upd["plan"]).bin_count and MapRunOutput.model_validate(upd["compact"])
+    failure = FailureInput.model_validate(load_event("step_record_failure.json"))
+    assert "Compact" in failure.failure and failure.plan is not None
     # And every task of the state machine names a handler that exists (the events above feed them)
     pipeline = build_pipeline()
     tasks = [s for s in pipeline.states.values() if isinstance(s, Task)]

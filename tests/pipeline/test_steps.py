@@ -86,8 +86,8 @@ def test_a_redelivered_message_after_success_is_skipped(
 
 
 def test_a_large_plan_travels_through_s3(catalog: Catalog, store: S3ObjectStore) -> None:
-    # Given a plan too large to inline (threshold lowered to force it)
-    steps = CompactionSteps(catalog, store, StepConfig(lease_seconds=60, inline_plan_bytes=100))
+    # Given bins too large to inline in their Map items (threshold lowered to force it)
+    steps = CompactionSteps(catalog, store, StepConfig(lease_seconds=60, inline_bin_bytes=100))
     up = upload_fragments(catalog, store, fragments=3)
     ex = execution_input(up.dataset)
     steps.validate(ex)

@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from fusou_compaction.handlers.deps import Needs, cold_start, dependencies
 from fusou_compaction.logic.steps import state_input
 from fusou_compaction.observability import logger, metrics, tracer
-from fusou_compaction.pipeline.models import CompactItem, CompactResult, FailureInput, PlanResult
+from fusou_compaction.pipeline.models import CompactItem, FailureInput, MapRunOutput, PlanResult
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -41,9 +41,10 @@ def compact(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def update(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    plan = PlanResult.model_validate(event["plan"])
-    results = [CompactResult.model_validate(r) for r in event.get("compact") or []]
-    result = dependencies(NEEDS).steps.update(state_input(event), plan, results)
+    steps = dependencies(NEEDS).steps
+    # The Compact Map's results are in S3 (its ResultWriter's export), not in the state.
+    results = steps.compact_results(MapRunOutput.model_validate(event["compact"]))
+    result = steps.update(state_input(event), PlanResult.model_validate(event["plan"]), results)
     metrics.add_metric(name="FilesCompacted", unit=MetricUnit.Count, value=result.files_in)
     metrics.add_metric(name="FilesWritten", unit=MetricUnit.Count, value=result.files_out)
     return result.to_json_dict()

@@ -462,7 +462,11 @@ class LocalStack:
             handlers = {
                 name: h if name == "compact" else self.account_concurrency.wrap(h, name) for name, h in handlers.items()
             }
-        runner = LocalRunner(build_pipeline(settings.map_max_concurrency), handlers, dlq, time_scale=o.step_time_scale)
+        store = S3ObjectStore(self._bucket, region=self.aws.region, endpoint_url=self.aws.endpoint_url)
+        # The runner's own S3 access: the Compact Map's ItemReader and ResultWriter, as Step Functions'.
+        runner = LocalRunner(
+            build_pipeline(settings.map_max_concurrency), handlers, dlq, store=store, time_scale=o.step_time_scale
+        )
         self.sfn = LocalStepFunctions(
             runner,
             # Step Functions runs every execution it starts; the budget bounds how many are started.
@@ -473,7 +477,7 @@ class LocalStack:
         self.deps = Dependencies(
             settings=settings,
             catalog=catalog,
-            store=S3ObjectStore(self._bucket, region=self.aws.region, endpoint_url=self.aws.endpoint_url),
+            store=store,
             queue=queue,
             dlq=dlq,
             orchestrator=self.sfn,

@@ -11,6 +11,8 @@ import json
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,10 +36,12 @@ from fusou_compaction.pipeline.models import (
     DlqEnvelope,
     ExecutionInput,
     FailureInput,
+    MapRunOutput,
     OutputRecord,
     PlanResult,
     QuarantinedInput,
     SchemaSource,
+    StepError,
     UpdateResult,
     ValidateResult,
 )
@@ -45,8 +49,12 @@ from fusou_compaction.ports.object_store import ObjectNotFound, ObjectStore, Obj
 from fusou_compaction.settings import Settings
 
 _bin_inputs = TypeAdapter(list[BinInput])
+_bin_refs = TypeAdapter(list[BinRef])
 TERMINAL = {"succeeded", "skipped", "failed"}
 COMPACT_STEP = "Compact"  # the state's name: what a quarantine records as its step
+# S3 requests of one step in flight at once (plan files written, manifests read): ~30 ms each in
+# AWS, so thousands of them one by one would outlast the step's timeout.
+IO_CONCURRENCY = 32
 
 
 class DatasetNotFound(Exception):
@@ -58,7 +66,8 @@ class LeaseLost(Exception):
 
 
 class PlanMismatch(Exception):
-    """Update got results that do not match the plan (a bin missing or doubled)."""
+    """Update got results that do not match the plan (a bin missing or doubled, or a Map Run whose
+    export lists failed or pending children)."""
 
 
 @dataclass(frozen=True)
@@ -66,9 +75,12 @@ class StepConfig:
     lease_seconds: int = 900
     target_file_size: int = 128 * 1024 * 1024
     grace_period_seconds: int = 24 * 3600
-    # Plans above this size travel through S3 (a state payload is capped at 256 KB).
-    inline_plan_bytes: int = 96 * 1024
-    max_bins_per_run: int = 2000
+    # A bin's inputs up to this size (JSON) travel in its Map item; larger ones go to their own S3
+    # object. An item is a child execution's input, capped at 256 KB; small ones spare a PUT and a GET.
+    inline_bin_bytes: int = 4 * 1024
+    # No longer a state-size bound (the plan is in S3, the Map distributed): this bounds one commit
+    # (one catalog transaction) and Update's manifest reads. What does not fit waits for the next run.
+    max_bins_per_run: int = 10_000
 
     @classmethod
     def from_settings(cls, s: Settings) -> StepConfig:
@@ -176,14 +188,17 @@ class CompactionSteps:
             ]
             refs.append(BinRef(table=table, index=b.index, input_count=len(inputs), inputs=inputs))
         planned = [catalog_files[str(i.id)] for r in refs for i in (r.inputs or [])]
+        refs = self._write_plan(ex.run_id, refs)
         plan = PlanResult(
-            bins=refs,
+            plan_key=keys.plan_prefix(ex.run_id),
+            items_key=keys.plan_items_key(ex.run_id),
+            results_prefix=keys.map_results_prefix(ex.run_id),
+            bin_count=len(refs),
             files_planned=len(planned),
             bytes_planned=sum(f.size_bytes for f in planned),
             rows_planned=sum(f.row_count for f in planned),
+            bins=refs,
         )
-        if len(plan.model_dump_json(by_alias=True)) > self.config.inline_plan_bytes:
-            plan = self._plan_by_reference(ex.run_id, plan)
         self.catalog.record_run_status(
             ex.run_id,
             "running",
@@ -196,13 +211,25 @@ class CompactionSteps:
         )
         return plan
 
-    def _plan_by_reference(self, run_id: UUID, plan: PlanResult) -> PlanResult:
-        prefix = keys.plan_prefix(run_id)
-        for ref in plan.bins:
+    def _write_plan(self, run_id: UUID, refs: list[BinRef]) -> list[BinRef]:
+        """The plan, to S3: a large bin's inputs to an object of its own, then every bin (small ones
+        with their inputs) as the one JSON array the Compact Map reads its items from. Rewriting a
+        retried run's plan writes the same bytes to the same keys."""
+        large = [
+            r for r in refs if len(_bin_inputs.dump_json(r.inputs or [], by_alias=True)) > self.config.inline_bin_bytes
+        ]
+
+        def put_inputs(ref: BinRef) -> None:
             body = _bin_inputs.dump_json(ref.inputs or [], by_alias=True)
             self.store.put(keys.plan_bin_key(run_id, ref.table, ref.index), body, content_type="application/json")
-        slim = [r.model_copy(update={"inputs": None}) for r in plan.bins]
-        return plan.model_copy(update={"plan_key": prefix, "bins": slim})
+
+        _in_parallel(put_inputs, large)
+        by_reference = {(r.table, r.index) for r in large}
+        items = [r.model_copy(update={"inputs": None}) if (r.table, r.index) in by_reference else r for r in refs]
+        self.store.put(
+            keys.plan_items_key(run_id), _bin_refs.dump_json(items, by_alias=True), content_type="application/json"
+        )
+        return items
 
     # Compact (one bin) ---------------------------------------------------------------------
     def compact(self, item: CompactItem) -> CompactResult:
@@ -388,13 +415,39 @@ class CompactionSteps:
         return engine.unify_known(wanted, known)
 
     # Update --------------------------------------------------------------------------------
+    def compact_results(self, map_output: MapRunOutput) -> list[CompactResult]:
+        """Every bin's result, from the Compact Map's export (its ResultWriter's manifest and the
+        SUCCEEDED files it lists: each child execution's Output, as a JSON string)."""
+        details = map_output.result_writer_details
+        if details.bucket != self.store.bucket:
+            raise PlanMismatch(f"the Map Run wrote its results to {details.bucket}, not to {self.store.bucket}")
+        manifest = json.loads(self.store.get_bytes(details.key))
+        files = manifest.get("ResultFiles") or {}
+        if files.get("FAILED") or files.get("PENDING"):
+            raise PlanMismatch(f"Map Run {map_output.map_run_arn} has failed or pending children")
+        results: list[CompactResult] = []
+        for f in files.get("SUCCEEDED") or []:
+            for entry in json.loads(self.store.get_bytes(f["Key"])):
+                output = entry["Output"]
+                results.append(
+                    CompactResult.model_validate_json(output)
+                    if isinstance(output, str)
+                    else CompactResult.model_validate(output)
+                )
+        return results
+
     def update(self, ex: ExecutionInput, plan: PlanResult, results: list[CompactResult]) -> UpdateResult:
         started = time.monotonic()
-        expected = sorted((b.table, b.index) for b in plan.bins)
+        # Every planned bin once: the results are distinct and as many as the plan's bins (each
+        # comes from one of the plan's items: the Map read them from the plan's own file).
         got = sorted((r.table, r.index) for r in results)
-        if expected != got:
-            raise PlanMismatch(f"planned bins {expected} but got results for {got}")
-        manifests = [BinManifest.model_validate_json(self.store.get_bytes(r.manifest_key)) for r in results]
+        if len(set(got)) != len(got) or len(got) != plan.bin_count:
+            raise PlanMismatch(
+                f"planned {plan.bin_count} bins but got results for {got[:20]}{'...' if len(got) > 20 else ''}"
+            )
+        manifests = _in_parallel(
+            lambda r: BinManifest.model_validate_json(self.store.get_bytes(r.manifest_key)), results
+        )
         removed = [i for m in manifests for i in m.input_ids]
         outputs = [
             CompactedOutput(
@@ -436,6 +489,9 @@ class CompactionSteps:
         # Exactly one step failed; its name is the key Step Functions' Catch wrote the error under.
         step, err = next(iter(fi.failure.items()))
         ex = fi.execution
+        if step == COMPACT_STEP and fi.plan is not None:
+            # The Map's own error only says a child failed: the child's is in its export.
+            err = self._failed_bin(fi.plan.results_prefix) or err
         text = _error_text(err.error, err.cause)
         # The run may never have been created (unknown dataset): the DLQ record carries it then.
         with contextlib.suppress(CatalogNotFound):
@@ -450,6 +506,31 @@ class CompactionSteps:
             error=text,
             cause=err.cause,
         )
+
+    def _failed_bin(self, results_prefix: str) -> StepError | None:
+        """The first failed child's error and cause, from the Compact Map's export (None when there
+        is none to read: the failure path must not fail for want of a better message)."""
+        try:
+            for info in self.store.list_objects(results_prefix.rstrip("/") + "/"):
+                if not info.key.endswith("/manifest.json"):
+                    continue
+                manifest = json.loads(self.store.get_bytes(info.key))
+                for f in (manifest.get("ResultFiles") or {}).get("FAILED") or []:
+                    for entry in json.loads(self.store.get_bytes(f["Key"])):
+                        if entry.get("Error"):
+                            return StepError(error=entry["Error"], cause=entry.get("Cause"))
+        except (ObjectStoreError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("could not read the failed Map Run's export", extra={"error": str(exc)})
+        return None
+
+
+def _in_parallel(fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+    """fn over items, IO_CONCURRENCY at a time, results in order (the first error is raised)."""
+    items = list(items)
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(max_workers=min(IO_CONCURRENCY, len(items)), thread_name_prefix="step-io") as pool:
+        return list(pool.map(fn, items))
 
 
 class _Discard:

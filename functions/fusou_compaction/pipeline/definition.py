@@ -2,10 +2,19 @@
 
 The CDK stack renders it to Amazon States Language and the local runner executes it; a test
 checks that both agree. States, order, retries (backoff + jitter) and catches live only here.
+
+Why Compact is a Distributed Map (issue 19, item 4): Step Functions fails a state whose input,
+result or output is over 256 KB (States.DataLimitExceeded, which no States.ALL catcher catches)
+and an execution whose history passes 25,000 events. An INLINE Map keeps every iteration's events
+in the one execution (7 per bin) and gathers every bin's result into the state (~340 bytes each),
+so a run of ~750 bins could never succeed. The Distributed Map reads its items (the plan's bins)
+from S3, runs each bin as a child execution with a history of its own, and writes the results
+to S3; the state only ever holds keys, so neither limit grows with the dataset.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -78,13 +87,29 @@ class Task:
 
 @dataclass(frozen=True)
 class MapOverBins:
+    """A Map over the plan's bins, run by ``iterator`` (one Task) per bin.
+
+    DISTRIBUTED (what the pipeline uses): the items are a JSON array in S3 at the key
+    ``items_key_path`` names (ItemReader), each item runs as a child execution (STANDARD: a bin
+    may retry for longer than an EXPRESS child's 5 minutes) and the results go to S3 under
+    ``results_prefix_path`` (ResultWriter); the state gets ``{MapRunArn, ResultWriterDetails}``.
+    Any failed child fails the Map Run (ToleratedFailurePercentage 0, as an INLINE Map fails on its
+    first failed iteration), with States.ExceedToleratedFailureThreshold.
+    INLINE: the items are in the state (``items_path``) and the results come back into it; kept so
+    tests can show what the old design did at scale.
+    """
+
     name: str
-    items_path: str
     item_selector: dict[str, str]
     max_concurrency: int
     iterator: Task
     result_path: str
     next: str
+    mode: Literal["INLINE", "DISTRIBUTED"] = "DISTRIBUTED"
+    items_path: str | None = None  # INLINE
+    items_key_path: str | None = None  # DISTRIBUTED: the S3 key of the items (a JSON array)
+    results_prefix_path: str | None = None  # DISTRIBUTED: the S3 prefix of the results
+    tolerated_failure_percentage: float = 0
 
     @property
     def failure_path(self) -> str:
@@ -129,7 +154,9 @@ def build_pipeline(map_max_concurrency: int = 8) -> Pipeline:
     add(
         MapOverBins(
             name="Compact",
-            items_path="$.plan.bins",
+            mode="DISTRIBUTED",
+            items_key_path="$.plan.itemsKey",
+            results_prefix_path="$.plan.resultsPrefix",
             item_selector={
                 "runId.$": "$.execution.runId",
                 "datasetId.$": "$.execution.message.datasetId",
@@ -138,7 +165,7 @@ def build_pipeline(map_max_concurrency: int = 8) -> Pipeline:
             },
             max_concurrency=map_max_concurrency,
             iterator=Task("CompactBin", "compact", "$", COMPACT_RETRY, timeout_seconds=900, next=None, catch=False),
-            result_path="$.compact",
+            result_path="$.compact",  # {MapRunArn, ResultWriterDetails: {Bucket, Key}}: Update reads the rest
             next="Update",
         )
     )
@@ -164,9 +191,15 @@ TERMINAL_FAIL = "Failed"
 
 
 def to_asl(
-    pipeline: Pipeline, function_arns: dict[str, str], dlq_url: str, *, comment: str = "FUSOU compaction"
+    pipeline: Pipeline,
+    function_arns: dict[str, str],
+    dlq_url: str,
+    bucket: str,
+    *,
+    comment: str = "FUSOU compaction",
 ) -> dict[str, Any]:
-    """Amazon States Language for the pipeline, with each function key resolved to its ARN."""
+    """Amazon States Language for the pipeline, with each function key resolved to its ARN and the
+    Distributed Map reading its items from and writing its results to ``bucket``."""
 
     def task(t: Task) -> dict[str, Any]:
         # The function's ARN as the resource: its return value is the result (no Payload wrapper),
@@ -197,20 +230,7 @@ def to_asl(
                 "Default": st.otherwise,
             }
         elif isinstance(st, MapOverBins):
-            states[name] = {
-                "Type": "Map",
-                "ItemsPath": st.items_path,
-                "ItemSelector": st.item_selector,
-                "MaxConcurrency": st.max_concurrency,
-                "ItemProcessor": {
-                    "ProcessorConfig": {"Mode": "INLINE"},
-                    "StartAt": st.iterator.name,
-                    "States": {st.iterator.name: task(st.iterator)},
-                },
-                "ResultPath": st.result_path,
-                "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": st.failure_path, "Next": FAILURE_STATE}],
-                "Next": st.next,
-            }
+            states[name] = map_state(st, task, bucket)
         elif isinstance(st, SendToDlq):
             states[name] = {
                 "Type": "Task",
@@ -224,3 +244,33 @@ def to_asl(
         states[name] = {"Type": "Succeed"}
     states[TERMINAL_FAIL] = {"Type": "Fail", "Error": "CompactionFailed", "Cause": "see RecordFailure and the DLQ"}
     return {"Comment": comment, "StartAt": pipeline.start_at, "States": states}
+
+
+def map_state(st: MapOverBins, task: Callable[[Task], dict[str, Any]], bucket: str) -> dict[str, Any]:
+    processor = {"StartAt": st.iterator.name, "States": {st.iterator.name: task(st.iterator)}}
+    out: dict[str, Any] = {"Type": "Map"}
+    if st.mode == "INLINE":
+        out["ItemsPath"] = st.items_path
+        out["ItemProcessor"] = {"ProcessorConfig": {"Mode": "INLINE"}, **processor}
+    else:
+        out["ItemReader"] = {
+            "Resource": "arn:aws:states:::s3:getObject",
+            "ReaderConfig": {"InputType": "JSON"},
+            "Parameters": {"Bucket": bucket, "Key.$": st.items_key_path},
+        }
+        out["ItemProcessor"] = {"ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}, **processor}
+        out["ToleratedFailurePercentage"] = st.tolerated_failure_percentage
+        out["ResultWriter"] = {
+            "Resource": "arn:aws:states:::s3:putObject",
+            "Parameters": {"Bucket": bucket, "Prefix.$": st.results_prefix_path},
+        }
+    out.update(
+        {
+            "ItemSelector": st.item_selector,
+            "MaxConcurrency": st.max_concurrency,
+            "ResultPath": st.result_path,
+            "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": st.failure_path, "Next": FAILURE_STATE}],
+            "Next": st.next,
+        }
+    )
+    return out

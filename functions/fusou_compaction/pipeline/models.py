@@ -82,7 +82,8 @@ class PlannedBin(Wire):
 
 
 class BinRef(Wire):
-    """A Map item: which bin to compact. Carries the inputs inline when the plan is small."""
+    """A Map item: which bin to compact. Carries the inputs inline when they are small (one child
+    execution's input is capped at 256 KB); otherwise Compact reads them from S3."""
 
     table: str
     index: int
@@ -91,11 +92,20 @@ class BinRef(Wire):
 
 
 class PlanResult(Wire):
-    plan_key: str | None = None  # set when the plan travels through S3
-    bins: list[BinRef]
+    """GetMetadata's output, in the state: where the plan is, never the plan, so its size does not
+    grow with the dataset. The bins are a JSON array at ``items_key`` (the Compact Map reads it);
+    the Map writes its results under ``results_prefix``."""
+
+    plan_key: str  # the run's plan prefix, plans/<run>/
+    items_key: str
+    results_prefix: str
+    bin_count: int
     files_planned: int
     bytes_planned: int
     rows_planned: int
+    # The bins themselves, in memory only (never in the state, excluded from the JSON): what the
+    # items file holds, for callers that run the steps without the state machine.
+    bins: list[BinRef] = Field(default_factory=list, exclude=True)
 
 
 class CompactItem(Wire):
@@ -105,6 +115,20 @@ class CompactItem(Wire):
     dataset_id: UUID
     plan_key: str | None = None
     bin: BinRef
+
+
+class ResultWriterDetails(Wire):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+    bucket: str = Field(alias="Bucket")
+    key: str = Field(alias="Key")
+
+
+class MapRunOutput(Wire):
+    """A Distributed Map's output with a ResultWriter: the Map Run and its manifest's location."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+    map_run_arn: str = Field(alias="MapRunArn")
+    result_writer_details: ResultWriterDetails = Field(alias="ResultWriterDetails")
 
 
 class OutputRecord(Wire):
@@ -182,6 +206,7 @@ class FailureInput(Wire):
 
     execution: ExecutionInput
     failure: dict[str, StepError]
+    plan: PlanResult | None = None  # where a failed Compact Map wrote its children's errors
 
 
 class DlqEnvelope(Wire):
