@@ -61,12 +61,14 @@ def _record_sql_calls(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def _named_in(request: pytest.FixtureRequest) -> set[str]:
-    """Identifiers in the test's source and in the module-level helpers it uses (one level)."""
+    """Identifiers in the test's source and in the module-level helpers and strings it uses (one level)."""
     words = set(re.findall(r"\w+", inspect.getsource(request.function)))
     for word in list(words):
         helper = getattr(request.module, word, None)
         if inspect.isfunction(helper) and helper.__module__ == request.module.__name__:
             words |= set(re.findall(r"\w+", inspect.getsource(helper)))
+        elif isinstance(helper, str):  # a module-level SQL statement
+            words |= set(re.findall(r"\w+", helper))
     return words
 
 
