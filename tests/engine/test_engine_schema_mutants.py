@@ -8,7 +8,9 @@ import binascii
 
 import pyarrow as pa
 import pytest
+from tests.odd_parquet import rename_in_footer
 
+from fusou_compaction.engine.read import open_parquet
 from fusou_compaction.engine.schema import (
     deepest_column,
     name_problem,
@@ -103,3 +105,11 @@ def test_a_stored_schema_with_characters_outside_base64_is_refused_not_skipped()
     # base64 without validation drops such characters and decodes what is left
     with pytest.raises(binascii.Error):
         schema_from_base64(text[:8] + "!" + text[8:])
+
+
+def test_a_name_that_is_not_utf8_is_named_with_its_bytes_escaped() -> None:
+    # Given a Parquet file whose column "cafe" is renamed in the footer to b"caf\xe9" (Latin-1)
+    data = rename_in_footer(pa.table({"cafe": [1, 2]}), "cafe", b"caf\xe9")
+    schema = open_parquet(pa.BufferReader(data)).schema_arrow  # ParquetFile cannot: it maps names
+    # Then name_problem says so, with the bytes it could not read escaped
+    assert name_problem(schema) == ("caf\\xe9", "has a name that is not UTF-8")
