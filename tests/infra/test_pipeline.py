@@ -106,15 +106,21 @@ def test_the_synthesized_definition_is_valid_amazon_states_language(synth: Synth
     )
     path = tmp_path / "sm.json"
     path.write_text(re.sub(r"<[A-Za-z0-9:]+>", "placeholder", text))
-    run = subprocess.run(
-        ["npx", "--offline", "--yes", f"asl-validator@{ASL_VALIDATOR}", "--json-path", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+
+    def validate(*mode: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["npx", *mode, "--yes", f"asl-validator@{ASL_VALIDATOR}", "--json-path", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    # From the npm cache when it is there; otherwise from the registry (this machine reaches npm),
+    # never a skip: a fresh CI clone has an empty cache.
+    run = validate("--offline")
     if run.returncode != 0 and "ENOTCACHED" in run.stderr:
-        pytest.skip(f"asl-validator@{ASL_VALIDATOR} is not in the npm cache and npx runs offline here")
+        run = validate()
     assert run.returncode == 0, run.stdout + run.stderr
     assert "is valid" in run.stdout
 
