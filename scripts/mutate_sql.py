@@ -69,6 +69,16 @@ FUNCTIONS = (
     "admit_run",
     "_admission_in_flight",
     "release_admission",
+    # 0010: the orphan sweeps' leases and places
+    "_take_orphan_sweep",
+    "_hold_orphan_sweep",
+    "begin_orphan_sweep",
+    "next_orphan_sweep_datasets",
+    "record_orphan_sweep_progress",
+    "begin_inventory_sweep",
+    "record_inventory_progress",
+    "finish_inventory_sweep",
+    "release_orphan_sweep",
 )
 # (pattern, replacement, name): applied to one occurrence at a time.
 OPERATORS: tuple[tuple[str, str, str], ...] = (

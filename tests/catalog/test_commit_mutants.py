@@ -42,8 +42,18 @@ def test_a_lease_ending_at_this_very_moment_no_longer_commits(
         assert outcome == "FC409"
 
 
+FAILURE_PATHS = {
+    # the workflow's own status report, and the failure path's record (RecordFailure, the DLQ)
+    "record_run_status": lambda conn, run: conn.execute("SELECT record_run_status(%s, 'failed')", (run,)),
+    "record_failure": lambda conn, run: conn.execute(
+        "SELECT record_failure('workflow', 'boom', p_run_id => %s, p_error_step => 'Compact')", (run,)
+    ),
+}
+
+
+@pytest.mark.parametrize("path", sorted(FAILURE_PATHS))
 def test_a_failure_recorded_while_the_run_commits_leaves_nothing_committed(
-    world: World, database_url: str, sql: psycopg.Connection
+    world: World, database_url: str, sql: psycopg.Connection, path: str
 ) -> None:
     # Given a running run, and updates of runs slowed down: its failure is being recorded
     frags = [world.fragment(), world.fragment()]
@@ -51,8 +61,8 @@ def test_a_failure_recorded_while_the_run_commits_leaves_nothing_committed(
     slow_down(sql, "compaction_runs", "UPDATE")
 
     def fail(conn: psycopg.Connection) -> Any:
-        row = conn.execute("SELECT record_run_status(%s, 'failed')", (run,)).fetchone()
-        return row[0]["changed"] if row else None
+        FAILURE_PATHS[path](conn, run)
+        return True
 
     def commit(conn: psycopg.Connection) -> Any:
         row = conn.execute(COMMIT, commit_args(world, run, frags)).fetchone()
@@ -60,12 +70,40 @@ def test_a_failure_recorded_while_the_run_commits_leaves_nothing_committed(
 
     # When its commit arrives meanwhile
     failed, committed = one_after_another(database_url, fail, commit)
-    # Then the failure stands and the commit does not happen: it is refused (the run is not
-    # running) or, as the two take the run's and the dataset's rows in opposite orders, chosen as
-    # the deadlock's victim (40P01; Step Functions retries Update, which then finds the run failed)
-    assert failed is True and committed in ("FC409", "40P01")
+    # Then the failure stands and the commit is refused (the run is not running). Both take the
+    # dataset's row before the run's (migration 0011): before, the failure held the run's row and
+    # waited for the dataset's, which the commit held while it waited for the run's: a deadlock
+    # (40P01) that PostgreSQL broke after a second by aborting one of them.
+    assert failed is True and committed == "FC409"
     assert sql.execute("SELECT status FROM compaction_runs").fetchone() == ("failed",)
     assert sql.execute("SELECT count(*) FROM dataset_files WHERE kind = 'compacted'").fetchone() == (0,)
+    assert sql.execute("SELECT lease_owner, consecutive_failures FROM datasets").fetchone() == (None, 1)
+
+
+@pytest.mark.parametrize("path", sorted(FAILURE_PATHS))
+def test_a_failure_recorded_while_the_run_commits_after_it_changes_nothing(
+    world: World, database_url: str, sql: psycopg.Connection, path: str
+) -> None:
+    # Given a running run whose commit is under way (updates of runs slowed down)
+    frags = [world.fragment(), world.fragment()]
+    run = world.running_run()
+    slow_down(sql, "compaction_runs", "UPDATE")
+
+    def commit(conn: psycopg.Connection) -> Any:
+        row = conn.execute(COMMIT, commit_args(world, run, frags)).fetchone()
+        return row[0]["committed"] if row else None
+
+    def fail(conn: psycopg.Connection) -> Any:
+        FAILURE_PATHS[path](conn, run)
+        return True
+
+    # When a failure for it is recorded meanwhile (a late report)
+    committed, failed = one_after_another(database_url, commit, fail)
+    # Then it waits for the commit, and the run stays succeeded with its outputs
+    assert committed is True and failed is True
+    assert sql.execute("SELECT status FROM compaction_runs").fetchone() == ("succeeded",)
+    assert sql.execute("SELECT count(*) FROM dataset_files WHERE kind = 'compacted'").fetchone() == (1,)
+    assert sql.execute("SELECT consecutive_failures FROM datasets").fetchone() == (0,)
 
 
 @pytest.mark.parametrize("missing", ["table_name", "object_key", "row_count", "size_bytes"])
