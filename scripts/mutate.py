@@ -55,7 +55,9 @@ MODULES: dict[str, Module] = {
     # logic/ one file at a time (a run of the whole folder takes hours): each against the tests
     # that exercise it.
     "logic.uploads": Module(("logic/uploads.py",), (*API_TESTS, "tests/api/test_limits.py")),
-    "logic.quarantine": Module(("logic/quarantine.py",), ("tests/api/test_routes.py",)),
+    "logic.quarantine": Module(
+        ("logic/quarantine.py",), ("tests/api/test_routes.py", "tests/api/test_quarantine_mutants.py")
+    ),
     "logic.fragment_checks": Module(
         ("logic/fragment_checks.py",), ("tests/api/test_upload.py", "tests/api/test_upload_checks.py")
     ),
