@@ -24,14 +24,17 @@ from fusou_compaction.pipeline.models import CompactionMessage, ExecutionInput, 
 from fusou_compaction.ports.object_store import ObjectStore
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, every: float = 0.1) -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 30.0, every: float = 0.1, describe: Callable[[], Any] | None = None
+) -> Any:
+    """`describe` says what the world looked like when the wait ran out (for a failure to explain itself)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(every)
-    raise AssertionError(f"condition not met within {timeout}s")
+    raise AssertionError(f"condition not met within {timeout}s" + (f": {describe()}" if describe else ""))
 
 
 def seed_body(dataset_id: UUID, priority: str = "manual") -> str:

@@ -231,12 +231,31 @@ def test_a_compact_past_its_memory_is_retried_as_in_aws_then_fails_and_runs_agai
     wait_for(lambda: any(x.run_id == run.id for x in deps.catalog.list_recent_failures(50)), timeout=30)
     # When the function has its memory back and the dataset is triggered again
     sqs.send_message(QueueUrl=deps.queue.url, MessageBody=seed_body(up.dataset))
-    wait_for(lambda: _settled(stack, up) and len(deps.catalog.dataset_status(up.dataset).runs) == 2, timeout=180)
+    # (a cold start after the killed environment, under a loaded CI machine, can take a while:
+    # the wait is generous, and says where the run stood if it runs out)
+    wait_for(
+        lambda: _settled(stack, up) and len(deps.catalog.dataset_status(up.dataset).runs) == 2,
+        timeout=300,
+        describe=lambda: _where(stack, up),
+    )
     # Then it compacts, every row once
     assert deps.catalog.dataset_status(up.dataset).runs[0].status == "succeeded"
     assert row_multiset(live_rows(deps.catalog, deps.store, up.dataset, "battle")) == row_multiset(  # type: ignore[arg-type]
         up.rows["battle"]
     )
+
+
+def _where(stack: LocalStack, up: Any) -> Any:
+    """The dataset's runs, its executions' histories and the Compact function's counters."""
+    assert stack.deps is not None and stack.compact_function is not None
+    runs = [(r.id, r.status, r.error_step, r.status_reason) for r in stack.deps.catalog.dataset_status(up.dataset).runs]
+    executions = [
+        (e.name, e.status, [(h.state, h.error) for h in e.history][-8:])
+        for e in stack.sfn.executions.values()  # type: ignore[union-attr]
+        if e.name.startswith(str(up.dataset))
+    ]
+    f = stack.compact_function
+    return {"runs": runs, "executions": executions, "compact": (f.cold_starts, f.out_of_memory, f.memory_mb)}
 
 
 def _settled(stack: LocalStack, up: Any) -> bool:
