@@ -1,0 +1,187 @@
+"""More of the API's promised numbers at their boundary, where they are enforced, with the deployed
+values (Settings' and the modules' defaults), not test-sized stand-ins:
+
+- an upload has at most 1,000 leaf columns (README, "Upload limits"; the handler);
+- no single value may take more than 64 MiB (the engine's decode limit, checked before anything is
+  stored by logic/fragment_checks.check_fragment, which both upload handlers call);
+- a whole file may decode to at most max(64 MiB, 64 x its size) (the handler, at the floor);
+- the project's JWKS is fetched with a 5 s timeout (logic/auth.py).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
+from typing import Any
+from uuid import UUID, uuid4
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fusou_compaction.logic import auth
+from fusou_compaction.logic.auth import AuthUnavailable, verify_user_token
+from fusou_compaction.logic.fragment_checks import DecodeBudgetExceeded, UploadLimits, check_fragment
+
+from ..hostile_parquet import write
+from .conftest import Api, call, error_of, invoke_event
+from .test_auth import Jwks, claims
+from .test_jwks_outage import _config
+
+pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
+MiB = 1024 * 1024
+UPLOAD = "/api/compaction/upload"
+
+
+def raw(api: Api, data: bytes, dataset: UUID | None = None) -> dict[str, Any]:
+    headers = {**api.bearer(api.alice), "Content-Type": "application/vnd.apache.parquet"}
+    return call(invoke_event("POST", f"{UPLOAD}?datasetId={dataset or uuid4()}&table=battles", headers, data))
+
+
+# -- 1,000 leaf columns -----------------------------------------------------------------------
+
+
+def test_an_upload_of_1000_columns_is_stored_and_one_of_1001_refused(api: Api) -> None:
+    # Given the deployed column limit
+    assert api.settings.upload_max_columns == 1000
+
+    def columns(n: int) -> bytes:
+        return write(pa.table({f"c{i}": [i] for i in range(n)}))
+
+    # When files of 1,000 and 1,001 leaf columns are uploaded to the handler
+    stored = raw(api, columns(1000))
+    refused = raw(api, columns(1001))
+    # Then the first is stored and the second refused, naming the limit
+    assert stored["statusCode"] == 201, stored["body"][:300]
+    assert error_of(refused)[:2] == (422, "too_many_columns")
+    assert json.loads(refused["body"])["details"] == {"limit": 1000}
+
+
+# -- 64 MiB per value ---------------------------------------------------------------------------
+
+
+def _one_value(pages: int) -> bytes:
+    """A Parquet file of one uncompressed binary value whose column chunk holds exactly ``pages`` bytes."""
+    blob = os.urandom(pages)
+
+    def file(n: int) -> bytes:
+        buf = io.BytesIO()
+        table = pa.table({"v": pa.array([blob[:n]], pa.binary())})
+        pq.write_table(table, buf, compression="none", use_dictionary=False, write_statistics=False)
+        return buf.getvalue()
+
+    n = pages
+    for _ in range(4):  # the page header's varints grow with the value
+        data = file(n)
+        got = pq.ParquetFile(io.BytesIO(data)).metadata.row_group(0).column(0).total_uncompressed_size
+        if got == pages:
+            return data
+        n -= got - pages
+    raise AssertionError(f"could not hit {pages} bytes of pages (got {got})")
+
+
+@pytest.mark.parametrize(("pages", "refused"), [(64 * MiB, False), (64 * MiB + 1, True)])
+def test_a_value_of_64_mib_is_accepted_and_one_byte_more_refused(pages: int, refused: bool) -> None:
+    # Given a file of one value whose pages take 64 MiB, or one byte more (incompressible: the
+    # file is as large, so the whole-file budget, 64 x its size, is not what decides)
+    data = _one_value(pages)
+    # When it is checked as both upload handlers check it, with the deployed limits
+    if not refused:
+        # Then 64 MiB passes
+        assert check_fragment(data, UploadLimits()).rows == 1
+        return
+    # Then one byte more is refused, naming the column and the 64 MiB limit
+    with pytest.raises(DecodeBudgetExceeded) as exc:
+        check_fragment(data, UploadLimits())
+    assert exc.value.details == {"column": "v", "limit": 64 * MiB}
+
+
+# -- the whole file: at most max(64 MiB, 64 x its size) decoded -------------------------------
+
+
+def _decoding_to(target: int) -> bytes:
+    """A small file (zstd, a few KiB) of 64 strings that decodes to exactly ``target`` bytes."""
+    generous = UploadLimits(decode_floor_bytes=1 << 40)
+    lengths = [target // 64] * 64
+    for _ in range(4):
+        data = write(pa.table({"log": ["z" * n for n in lengths]}), compression="zstd")
+        decoded = check_fragment(data, generous).decoded_bytes
+        if decoded == target:
+            return data
+        lengths[-1] += target - decoded
+    raise AssertionError(f"could not decode to {target} bytes (got {decoded})")
+
+
+def test_a_small_file_decoding_to_64_mib_is_stored_and_one_byte_more_refused(api: Api) -> None:
+    # Given the deployed budget, and files far smaller than 1 MiB (so 64 x their size is under
+    # the 64 MiB floor) that decode to exactly 64 MiB, and to one byte more
+    assert (api.settings.upload_decode_floor_bytes, api.settings.upload_decode_ratio) == (64 * MiB, 64)
+    inside, outside = _decoding_to(64 * MiB), _decoding_to(64 * MiB + 1)
+    assert max(len(inside), len(outside)) * 64 < 64 * MiB
+    # When both are uploaded to the handler
+    stored = raw(api, inside)
+    refused = raw(api, outside)
+    # Then the first is stored, and the second refused as a bomb, naming the floor as its limit
+    assert stored["statusCode"] == 201, stored["body"][:300]
+    assert error_of(refused)[:2] == (422, "decode_budget_exceeded")
+    assert json.loads(refused["body"])["details"] == {"limit": 64 * MiB}
+
+
+# -- the JWKS fetch's 5 s timeout -----------------------------------------------------------------
+
+
+class SlowJwks(Jwks):
+    """The loopback JWKS of test_auth, answering after ``delay`` seconds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.delay = 0.0
+        good = self.server.RequestHandlerClass
+        outer = self
+
+        class Handler(good):  # type: ignore[misc,valid-type]
+            def do_GET(self) -> None:
+                time.sleep(outer.delay)
+                super().do_GET()
+
+        self.server.shutdown()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/auth/v1/.well-known/jwks.json"
+
+
+@pytest.fixture
+def slow_jwks() -> Iterator[SlowJwks]:
+    auth._jwks_client.cache_clear()
+    auth._jwks_down_until.clear()
+    j = SlowJwks()
+    yield j
+    j.server.shutdown()
+    auth._jwks_client.cache_clear()
+    auth._jwks_down_until.clear()
+
+
+@pytest.mark.parametrize(("delay", "answered"), [(4.5, True), (5.5, False)])
+def test_a_jwks_answering_within_5_s_verifies_and_one_answering_later_is_unavailable(
+    slow_jwks: SlowJwks, delay: float, answered: bool
+) -> None:
+    # Given the project's JWKS answering after 4.5 s, or after 5.5 s
+    assert auth.JWKS_FETCH_TIMEOUT_SECONDS == 5
+    slow_jwks.delay = delay
+    token = slow_jwks.sign(claims(uuid4()))
+    # When an RS256 token is verified (the first: its key set is fetched now)
+    started = time.monotonic()
+    if answered:
+        # Then within the timeout the token verifies
+        assert verify_user_token(token, _config(slow_jwks.url)) is not None
+    else:
+        # Then past it the caller is told to retry (503), after the timeout and not the JWKS's delay
+        with pytest.raises(AuthUnavailable):
+            verify_user_token(token, _config(slow_jwks.url))
+        assert time.monotonic() - started < delay
+    assert time.monotonic() - started >= min(delay, 5)
