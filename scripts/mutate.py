@@ -65,7 +65,9 @@ MODULES: dict[str, Module] = {
         ("logic/consumer.py",),
         ("tests/pipeline/test_budget_and_priority.py", "tests/pipeline/test_adapters_on_the_emulator.py"),
     ),
-    "logic.dlq": Module(("logic/dlq.py",), ("tests/pipeline/test_dlq_records.py",)),
+    "logic.dlq": Module(
+        ("logic/dlq.py",), ("tests/pipeline/test_dlq_records.py", "tests/pipeline/test_dlq_mutants.py")
+    ),
     "logic.auth": Module(
         ("logic/auth.py",),
         ("tests/api/test_auth.py", "tests/api/test_error_bodies.py", "tests/api/test_jwks_outage.py"),
