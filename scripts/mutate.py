@@ -81,6 +81,9 @@ MODULES: dict[str, Module] = {
         ("logic/scheduled.py",),
         ("tests/pipeline/test_steps.py", "tests/pipeline/test_boundaries.py", "tests/pipeline/test_fair_retries.py"),
     ),
+    "logic.orphans": Module(
+        ("logic/orphans.py",), ("tests/pipeline/test_orphan_sweep.py", "tests/pipeline/test_boundaries.py")
+    ),
     "logic.steps": Module(("logic/steps.py",), (*PIPELINE_TESTS, "tests/pipeline/test_boundaries.py")),
     "catalog": Module(("catalog/*",), ("tests/catalog",)),
     "planner": Module(
