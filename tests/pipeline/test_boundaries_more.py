@@ -1,0 +1,171 @@
+"""More of the pipeline's promised numbers, just inside and just outside, in the logic that enforces
+them, with the deployed values:
+
+- the daily run re-sends a presigned upload still in ``staging/`` an hour after it landed
+  (logic/presigned.resend_stranded_uploads, FUSOU_STAGING_MIN_AGE_SECONDS);
+- an upload whose bytes already sit under their key in an object over an hour old writes them under
+  a key of its own (logic/uploads.store_fragment, SHARE_MAX_AGE);
+- one run takes at most 10,000 bins (GetMetadata, StepConfig.max_bins_per_run);
+- housekeeping stops 30 s before the invocation's end (logic/scheduled.housekeeping).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from datetime import timedelta
+from typing import Any
+from uuid import uuid4
+
+import boto3
+import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fusou_compaction import keys
+from fusou_compaction.adapters.alerts import LogAlerts
+from fusou_compaction.adapters.s3 import S3ObjectStore
+from fusou_compaction.adapters.sqs import SqsQueue
+from fusou_compaction.adapters.stepfunctions import StepFunctionsOrchestrator
+from fusou_compaction.catalog.client import Catalog
+from fusou_compaction.handlers.deps import Dependencies
+from fusou_compaction.logic.presigned import resend_stranded_uploads
+from fusou_compaction.logic.scheduled import housekeeping
+from fusou_compaction.logic.steps import CompactionSteps, StepConfig
+from fusou_compaction.logic.uploads import store_fragment
+from fusou_compaction.settings import Settings
+
+from .conftest import execution_input
+
+pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
+HOUR = timedelta(hours=1)
+MS = timedelta(milliseconds=1)
+MiB = 1024 * 1024
+
+
+def _parquet(seed: int) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"battle_id": [seed, seed + 1], "hp": [10, 20]}), buf)
+    return buf.getvalue()
+
+
+# -- stranded presigned uploads: re-sent an hour after they landed --------------------------------
+
+
+@pytest.mark.parametrize(("age", "resent"), [(HOUR - MS, False), (HOUR, True)])
+def test_a_staged_upload_is_resent_an_hour_after_it_landed_and_not_before(
+    local_aws: Any, sqs_client: Any, catalog: Catalog, store: S3ObjectStore, age: timedelta, resent: bool
+) -> None:
+    # Given the deployed minimum age, a register-retry queue, and a presigned upload in staging/
+    # whose S3 event was lost
+    settings = Settings(catalog_transport="postgres", database_url="postgresql://unused", region=local_aws.region)
+    assert settings.staging_min_age_seconds == HOUR.total_seconds()
+    retry_url = sqs_client.create_queue(QueueName=f"register-retry-{uuid4().hex[:12]}")["QueueUrl"]
+    sfn = boto3.client("stepfunctions", endpoint_url=local_aws.endpoint_url, region_name=local_aws.region)
+    deps = Dependencies(
+        settings=settings,
+        catalog=catalog,
+        store=store,
+        queue=SqsQueue(sqs_client, retry_url),
+        dlq=SqsQueue(sqs_client, retry_url),
+        orchestrator=StepFunctionsOrchestrator(sfn, ""),
+        alerts=LogAlerts(),
+        register_retry=SqsQueue(sqs_client, retry_url),
+    )
+    key = keys.staging_key(uuid4(), "battle", uuid4())
+    store.put(key, _parquet(1))
+    landed = store.head(key)
+    assert landed is not None
+    # When the daily run looks at it a millisecond short of an hour after it landed, or at the hour
+    report = resend_stranded_uploads(
+        deps, min_age=timedelta(seconds=settings.staging_min_age_seconds), now=landed.last_modified + age
+    )
+    # Then it is handed to the register function from the hour on
+    assert (key in report.resent) is resent
+    assert report.left_young == (0 if resent else 1)
+    sent = sqs_client.receive_message(QueueUrl=retry_url, MaxNumberOfMessages=10).get("Messages", [])
+    assert len(sent) == (1 if resent else 0)
+
+
+# -- an object under a fragment's key is shared for an hour -------------------------------------
+
+
+@pytest.mark.parametrize(("age", "own_key"), [(HOUR, False), (HOUR + MS, True)])
+def test_bytes_already_stored_are_shared_for_an_hour_and_written_again_after(
+    catalog: Catalog, store: S3ObjectStore, age: timedelta, own_key: bool
+) -> None:
+    # Given the object of these exact bytes already under their content-addressed key (a
+    # concurrent upload of the same bytes, or an orphan the sweep may be deleting)
+    owner, dataset, data = uuid4(), uuid4(), _parquet(7)
+    shared = keys.fragment_key(dataset, "battle", hashlib.sha256(data).hexdigest())
+    store.put(shared, data)
+    found = store.head(shared)
+    assert found is not None
+    # When they are uploaded an hour after that object was written, or a millisecond later
+    stored = store_fragment(
+        catalog, store, owner_id=owner, dataset_id=dataset, table="battle", data=data, now=found.last_modified + age
+    )
+    # Then up to the hour the fragment is registered at that object; past it, under a key of its own
+    (live,) = catalog.list_live_files(dataset)
+    assert not stored.duplicate
+    assert (live.object_key != shared) is own_key
+    if own_key:
+        assert live.object_key.startswith(shared.removesuffix(".parquet") + ".")
+        assert store.get_bytes(live.object_key) == data
+
+
+# -- one run takes at most 10,000 bins ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("files", "planned"), [(10_000, 10_000), (10_001, 10_000)])
+def test_a_run_plans_10000_bins_and_leaves_the_10001st_for_the_next(
+    catalog: Catalog, store: S3ObjectStore, sql: psycopg.Connection, files: int, planned: int
+) -> None:
+    # Given a table of `files` live fragments of 1 MiB each, and a target of 1 MiB: a bin each
+    # (registered in the catalog only: GetMetadata reads no object)
+    owner, dataset = uuid4(), uuid4()
+    first = hashlib.sha256(b"first").hexdigest()
+    catalog.register_fragment(
+        dataset_id=dataset,
+        owner_id=owner,
+        table="battle",
+        object_key=keys.fragment_key(dataset, "battle", first),
+        size_bytes=MiB,
+        row_count=100,
+        sha256=first,
+        schema_fingerprint="",
+    )
+    sql.execute(
+        "INSERT INTO dataset_files (dataset_id, table_name, kind, object_key, size_bytes, row_count, sha256,"
+        " schema_fingerprint) SELECT %s, 'battle', 'fragment', 'datasets/' || %s || '/battle/fragments/' ||"
+        " md5(g::text) || md5(g::text) || '.parquet', %s, 100, md5(g::text) || md5(g::text), ''"
+        " FROM generate_series(2, %s) g",
+        (dataset, str(dataset), MiB, files),
+    )
+    # When GetMetadata plans it with the deployed bound
+    config = StepConfig(lease_seconds=60, target_file_size=MiB)
+    assert config.max_bins_per_run == 10_000
+    steps = CompactionSteps(catalog, store, config)
+    ex = execution_input(dataset)
+    assert steps.validate(ex).action == "compact"
+    plan = steps.get_metadata(ex)
+    # Then 10,000 bins are planned: all of them, or all but the last, which waits for the next run
+    assert plan.bin_count == planned
+    assert sum(b.input_count for b in plan.bins) == planned
+
+
+# -- housekeeping stops with 30 s left ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("seconds_left", "finished"), [(30.0, False), (30.5, True)])
+def test_housekeeping_stops_with_30_seconds_of_the_invocation_left(
+    catalog: Catalog, store: S3ObjectStore, seconds_left: float, finished: bool
+) -> None:
+    # Given the deployed stop (housekeeping's default), and an invocation with 30 s or 30.5 s left
+    # When housekeeping runs
+    report = housekeeping(catalog, store, orphan_min_age=timedelta(hours=6), time_left=lambda: seconds_left)
+    # Then with 30 s left it stops before deleting anything (finished False: the sequel goes on);
+    # with a little more it does its work
+    assert report.finished is finished
+    assert report.garbage_finished is finished
