@@ -5,7 +5,8 @@ values (Settings' and the modules' defaults), not test-sized stand-ins:
 - no single value may take more than 64 MiB (the engine's decode limit, checked before anything is
   stored by logic/fragment_checks.check_fragment, which both upload handlers call);
 - a whole file may decode to at most max(64 MiB, 64 x its size) (the handler, at the floor);
-- the project's JWKS is fetched with a 5 s timeout (logic/auth.py).
+- the project's JWKS is fetched with a 5 s timeout (logic/auth.py);
+- `trigger-scheduled` without a limit claims 10 pending datasets (DESIGN; the handler).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from fusou_compaction.logic.auth import AuthUnavailable, verify_user_token
 from fusou_compaction.logic.fragment_checks import DecodeBudgetExceeded, UploadLimits, check_fragment
 
 from ..hostile_parquet import write
-from .conftest import Api, call, error_of, invoke_event
+from .conftest import Api, call, error_of, invoke_event, parquet_bytes, sample_event
 from .test_auth import Jwks, claims
 from .test_jwks_outage import _config
 
@@ -185,3 +186,23 @@ def test_a_jwks_answering_within_5_s_verifies_and_one_answering_later_is_unavail
             verify_user_token(token, _config(slow_jwks.url))
         assert time.monotonic() - started < delay
     assert time.monotonic() - started >= min(delay, 5)
+
+
+# -- trigger-scheduled claims 10 by default -------------------------------------------------------
+
+
+def test_trigger_scheduled_without_a_limit_enqueues_10_of_11_pending_datasets(api: Api) -> None:
+    # Given 11 datasets that need compaction, and the deployed default
+    assert api.settings.scheduled_claim_limit == 10
+    datasets = [uuid4() for _ in range(11)]
+    for i, d in enumerate(datasets):
+        api.upload(api.alice, d, parquet_bytes(seed=i))
+    # When an admin triggers the scheduled run with an empty body
+    event = sample_event("api_trigger_scheduled.json", headers=api.admin())
+    event["body"] = None
+    first = json.loads(call(event)["body"])
+    # Then 10 are claimed and enqueued, and the 11th is left for the next trigger
+    assert len(first["enqueued"]) == 10 and first["failed"] == {}
+    second = json.loads(call(event)["body"])
+    assert len(second["enqueued"]) == 1
+    assert set(first["enqueued"]) | set(second["enqueued"]) == {str(d) for d in datasets}
