@@ -6,7 +6,8 @@ values (Settings' and the modules' defaults), not test-sized stand-ins:
   stored by logic/fragment_checks.check_fragment, which both upload handlers call);
 - a whole file may decode to at most max(64 MiB, 64 x its size) (the handler, at the floor);
 - the project's JWKS is fetched with a 5 s timeout (logic/auth.py);
-- `trigger-scheduled` without a limit claims 10 pending datasets (DESIGN; the handler).
+- `trigger-scheduled` without a limit claims 10 pending datasets (DESIGN; the handler);
+- a bearer token is at most 16 KiB (logic/auth.py MAX_TOKEN_CHARS; in the code, not the docs).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 from uuid import UUID, uuid4
 
+import jwt
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -30,7 +32,7 @@ from fusou_compaction.logic.auth import AuthUnavailable, verify_user_token
 from fusou_compaction.logic.fragment_checks import DecodeBudgetExceeded, UploadLimits, check_fragment
 
 from ..hostile_parquet import write
-from .conftest import Api, call, error_of, invoke_event, parquet_bytes, sample_event
+from .conftest import JWT_SECRET, SUPABASE_ISSUER, Api, call, error_of, invoke_event, parquet_bytes, sample_event
 from .test_auth import Jwks, claims
 from .test_jwks_outage import _config
 
@@ -206,3 +208,35 @@ def test_trigger_scheduled_without_a_limit_enqueues_10_of_11_pending_datasets(ap
     second = json.loads(call(event)["body"])
     assert len(second["enqueued"]) == 1
     assert set(first["enqueued"]) | set(second["enqueued"]) == {str(d) for d in datasets}
+
+
+# -- a bearer token of at most 16 KiB -------------------------------------------------------------
+
+
+def _token_of_length(user: UUID, length: int) -> str:
+    """A valid HS256 token for ``user`` of exactly ``length`` characters (a padding claim grown to fit)."""
+    base = {"sub": str(user), "aud": "authenticated", "iss": SUPABASE_ISSUER, "exp": int(time.time()) + 600}
+    for pad in range(length * 3 // 4 - 300, length * 3 // 4):
+        token = jwt.encode({**base, "pad": "x" * pad}, JWT_SECRET, algorithm="HS256")
+        if len(token) == length:
+            return token
+    raise AssertionError(f"no token of {length} characters")
+
+
+@pytest.mark.parametrize(("length", "verified"), [(16 * 1024, True), (16 * 1024 + 1, False)])
+def test_a_valid_token_of_16_kib_is_accepted_and_one_character_more_refused(
+    api: Api, length: int, verified: bool
+) -> None:
+    # Given a correctly signed token for Alice, exactly 16 KiB long, or one character longer
+    assert auth.MAX_TOKEN_CHARS == 16 * 1024
+    token = _token_of_length(api.alice, length)
+    # When it calls an owner route through the handler
+    dataset = uuid4()
+    api.upload(api.alice, dataset, parquet_bytes())
+    response = call(invoke_event("GET", f"/api/compaction/datasets/{dataset}", {"Authorization": f"Bearer {token}"}))
+    # Then the first is Alice's (200) and the second refused before it is parsed (401)
+    if verified:
+        assert response["statusCode"] == 200, response["body"][:300]
+    else:
+        status, _, message = error_of(response)
+        assert status == 401 and "longer than 16384" in message
