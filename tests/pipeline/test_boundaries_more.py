@@ -6,14 +6,17 @@ them, with the deployed values:
 - an upload whose bytes already sit under their key in an object over an hour old writes them under
   a key of its own (logic/uploads.store_fragment, SHARE_MAX_AGE);
 - one run takes at most 10,000 bins (GetMetadata, StepConfig.max_bins_per_run);
-- housekeeping stops 30 s before the invocation's end (logic/scheduled.housekeeping).
+- housekeeping stops 30 s before the invocation's end (logic/scheduled.housekeeping);
+- the daily orphan sweep looks back 6 h (and 5 s of slack) before its last watermark
+  (logic/orphans.sweep_touched_datasets, begin_orphan_sweep).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-from datetime import timedelta
+import math
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
@@ -30,18 +33,20 @@ from fusou_compaction.adapters.sqs import SqsQueue
 from fusou_compaction.adapters.stepfunctions import StepFunctionsOrchestrator
 from fusou_compaction.catalog.client import Catalog
 from fusou_compaction.handlers.deps import Dependencies
+from fusou_compaction.logic.orphans import sweep_touched_datasets
 from fusou_compaction.logic.presigned import resend_stranded_uploads
 from fusou_compaction.logic.scheduled import housekeeping
 from fusou_compaction.logic.steps import CompactionSteps, StepConfig
 from fusou_compaction.logic.uploads import store_fragment
 from fusou_compaction.settings import Settings
 
-from .conftest import execution_input
+from .conftest import execution_input, upload_fragments
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 HOUR = timedelta(hours=1)
 MS = timedelta(milliseconds=1)
 MiB = 1024 * 1024
+LOOKBACK = timedelta(hours=6, seconds=5)  # the minimum age, plus logic/orphans.py's SLACK
 
 
 def _parquet(seed: int) -> bytes:
@@ -169,3 +174,40 @@ def test_housekeeping_stops_with_30_seconds_of_the_invocation_left(
     # with a little more it does its work
     assert report.finished is finished
     assert report.garbage_finished is finished
+
+
+# -- the daily orphan sweep looks back 6 h before its watermark -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("before_watermark", "swept"), [(LOOKBACK, True), (LOOKBACK + timedelta(milliseconds=1), False)]
+)
+def test_the_daily_sweep_looks_back_six_hours_before_its_watermark(
+    catalog: Catalog, store: S3ObjectStore, sql: psycopg.Connection, before_watermark: timedelta, swept: bool
+) -> None:
+    # Given a dataset with an orphan (a registration that failed), whose last catalog change was
+    # exactly 6 h and 5 s (the slack) before the last sweep's watermark, or a millisecond earlier
+    six_hours = timedelta(hours=6)
+    dataset = upload_fragments(catalog, store, tables=("battle",), fragments=1, rows=5).dataset
+    orphan = keys.fragment_key(dataset, "battle", "f" * 64)
+    store.put(orphan, b"orphan")
+    sql.execute("UPDATE orphan_sweeps SET watermark = now() WHERE sweep = 'touched'")
+    sql.execute(
+        "UPDATE dataset_files SET added_at = (SELECT watermark FROM orphan_sweeps WHERE sweep = 'touched')"
+        " - make_interval(secs => %s) WHERE dataset_id = %s",
+        (before_watermark.total_seconds(), dataset),
+    )
+    # When the daily sweep runs with the deployed minimum age (its objects all old enough by then)
+    report = sweep_touched_datasets(
+        catalog,
+        store,
+        owner="t",
+        orphan_min_age=six_hours,
+        time_left=lambda: math.inf,
+        stop_with_seconds_left=30,
+        now=datetime.now(UTC) + 2 * six_hours,
+    )
+    # Then the dataset is swept (its orphan deleted) only if it changed within the window, its start included
+    assert report.finished
+    assert report.swept_datasets == (1 if swept else 0)
+    assert store.exists(orphan) is not swept
