@@ -3,7 +3,9 @@ enforce them, with the values the deployed functions pass (Settings' defaults):
 
 - the daily drain claims in pages of 1,000 (claim_pending_datasets takes at most 1,000 a call);
 - a dataset whose runs failed n times in a row waits min(30 min x 2^(n-1), 7 days);
-- a run's lease lasts 15 minutes (900 s) unless renewed.
+- a run's lease lasts 15 minutes (900 s) unless renewed;
+- at most 100 Compact invocations at once (the budget), of which scheduled runs leave 10 to
+  manual and realtime ones (admit_run, with the policy the consumer passes).
 """
 
 from __future__ import annotations
@@ -89,3 +91,24 @@ def test_a_default_lease_lasts_15_minutes(world: World, sql: psycopg.Connection,
     # Then another run takes it over only after 900 s
     assert got.acquired is taken
     assert world.catalog.get_dataset(world.dataset).lease_owner == (other if taken else holder)
+
+
+def test_the_deployed_budget_admits_90_scheduled_runs_then_10_manual_ones_and_no_more(catalog: Catalog) -> None:
+    # Given the policy the consumer passes (a budget of 100, 10 kept for manual and realtime work)
+    policy = DEFAULTS.admission
+    assert (policy.budget, policy.reserve) == (100, 10)
+
+    def admit(priority: str) -> bool:
+        w = World(catalog, owner=uuid4(), dataset=uuid4())
+        w.fragment()  # one small fragment: a run of weight 1
+        got = catalog.admit_run(run_id=uuid4(), dataset_id=w.dataset, priority=priority, policy=policy)
+        assert got.weight == 1
+        return got.admitted
+
+    # When 90 scheduled runs ask, Then all are admitted; the 91st is refused (91 > 100 - 10)
+    assert all(admit("scheduled") for _ in range(90))
+    assert not admit("scheduled")
+    # When manual and realtime runs ask, Then 10 more are admitted (100 = the budget), the 11th is not
+    assert all(admit("manual" if i % 2 else "realtime") for i in range(10))
+    assert not admit("manual")
+    assert catalog.admission_status()["weight"] == 100
