@@ -6,6 +6,7 @@ them, with the deployed values:
 - an upload whose bytes already sit under their key in an object over an hour old writes them under
   a key of its own (logic/uploads.store_fragment, SHARE_MAX_AGE);
 - one run takes at most 10,000 bins (GetMetadata, StepConfig.max_bins_per_run);
+- a bin's inputs travel in its Map item up to 4 KB of JSON (GetMetadata, StepConfig.inline_bin_bytes);
 - housekeeping stops 30 s before the invocation's end (logic/scheduled.housekeeping);
 - the daily orphan sweep looks back 6 h (and 5 s of slack) before its last watermark
   (logic/orphans.sweep_touched_datasets, begin_orphan_sweep).
@@ -25,6 +26,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pydantic import TypeAdapter
 
 from fusou_compaction import keys
 from fusou_compaction.adapters.alerts import LogAlerts
@@ -38,6 +40,7 @@ from fusou_compaction.logic.presigned import resend_stranded_uploads
 from fusou_compaction.logic.scheduled import housekeeping
 from fusou_compaction.logic.steps import CompactionSteps, StepConfig
 from fusou_compaction.logic.uploads import store_fragment
+from fusou_compaction.pipeline.models import BinInput
 from fusou_compaction.settings import Settings
 
 from .conftest import execution_input, upload_fragments
@@ -211,3 +214,57 @@ def test_the_daily_sweep_looks_back_six_hours_before_its_watermark(
     assert report.finished
     assert report.swept_datasets == (1 if swept else 0)
     assert store.exists(orphan) is not swept
+
+
+# -- a bin's inputs inline in its item up to 4 KB -------------------------------------------------
+
+
+def _inline_and_length(catalog: Catalog, store: S3ObjectStore, dataset: Any) -> tuple[bool, int]:
+    """GetMetadata in a new run, with the deployed configuration: whether the dataset's one bin
+    travels inline in its item, and its inputs' JSON length."""
+    steps = CompactionSteps(catalog, store, StepConfig(lease_seconds=60))
+    ex = execution_input(dataset)
+    assert steps.validate(ex).action == "compact"
+    plan = steps.get_metadata(ex)
+    catalog.release_lease(dataset_id=ex.message.dataset_id, run_id=ex.run_id)
+    (ref,) = plan.bins
+    by_reference = store.exists(keys.plan_bin_key(ex.run_id, ref.table, ref.index))
+    inline = not by_reference
+    if inline:
+        assert ref.inputs is not None
+        return True, len(TypeAdapter(list[BinInput]).dump_json(ref.inputs, by_alias=True))
+    inputs = TypeAdapter(list[BinInput]).validate_json(
+        store.get_bytes(keys.plan_bin_key(ex.run_id, ref.table, ref.index))
+    )
+    return False, len(TypeAdapter(list[BinInput]).dump_json(inputs, by_alias=True))
+
+
+def test_a_bins_inputs_of_exactly_4_kb_travel_in_its_item_and_one_byte_more_through_s3(
+    catalog: Catalog, store: S3ObjectStore, sql: psycopg.Connection
+) -> None:
+    # Given a dataset of one bin (10 small fragments, in the catalog only)
+    assert StepConfig().inline_bin_bytes == 4096
+    dataset = upload_fragments(catalog, store, tables=("battle",), fragments=1, rows=5).dataset
+    sql.execute(
+        "INSERT INTO dataset_files (dataset_id, table_name, kind, object_key, size_bytes, row_count, sha256,"
+        " schema_fingerprint) SELECT %s, 'battle', 'fragment', 'datasets/' || %s || '/battle/fragments/' ||"
+        " md5(g::text) || md5(g::text) || '.parquet', 1000, 5, md5(g::text) || md5(g::text), ''"
+        " FROM generate_series(1, 9) g",
+        (dataset, str(dataset)),
+    )
+    inline, length = _inline_and_length(catalog, store, dataset)
+    assert inline and length < 4096
+
+    def grow_last_key(by: int) -> None:
+        sql.execute(
+            "UPDATE dataset_files SET object_key = replace(object_key, '.parquet', repeat('x', %s) || '.parquet')"
+            " WHERE id = (SELECT id FROM dataset_files WHERE dataset_id = %s ORDER BY seq DESC LIMIT 1)",
+            (by, dataset),
+        )
+
+    # When one input's key grows so that the inputs take exactly 4,096 bytes, Then they travel inline
+    grow_last_key(4096 - length)
+    assert _inline_and_length(catalog, store, dataset) == (True, 4096)
+    # When it grows by one byte more, Then they go to their own object in S3
+    grow_last_key(1)
+    assert _inline_and_length(catalog, store, dataset) == (False, 4097)
