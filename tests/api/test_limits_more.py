@@ -4,7 +4,8 @@ values (Settings' and the modules' defaults), not test-sized stand-ins:
 - an upload has at most 1,000 leaf columns (README, "Upload limits"; the handler);
 - no single value may take more than 64 MiB (the engine's decode limit, checked before anything is
   stored by logic/fragment_checks.check_fragment, which both upload handlers call);
-- a whole file may decode to at most max(64 MiB, 64 x its size) (the handler, at the floor);
+- a whole file may decode to at most max(64 MiB, 64 x its size) (the handler, at the floor and at
+  the ratio);
 - the project's JWKS is fetched with a 5 s timeout (logic/auth.py);
 - `trigger-scheduled` without a limit claims 10 pending datasets (DESIGN; the handler);
 - a bearer token is at most 16 KiB (logic/auth.py MAX_TOKEN_CHARS; in the code, not the docs).
@@ -240,3 +241,50 @@ def test_a_valid_token_of_16_kib_is_accepted_and_one_character_more_refused(
     else:
         status, _, message = error_of(response)
         assert status == 401 and "longer than 16384" in message
+
+
+def _sized_decoding_to_64_times(size: int) -> tuple[bytes, bytes]:
+    """Two files of the same 80 MiB of zstd strings decoding to exactly 64 x ``size`` bytes: one of
+    exactly ``size`` bytes, one a byte smaller (their footers padded with a metadata value)."""
+    generous = UploadLimits(decode_floor_bytes=1 << 40)
+    target = 64 * size
+    lengths = [target // 80] * 80
+
+    def build(pad: int) -> bytes:
+        table = pa.table({"log": ["z" * n for n in lengths]})
+        buf = io.BytesIO()
+        writer = pq.ParquetWriter(buf, table.schema, compression="zstd")
+        writer.write_table(table)
+        writer.add_key_value_metadata({"pad": "p" * pad})
+        writer.close()
+        return buf.getvalue()
+
+    for _ in range(4):
+        decoded = check_fragment(build(0), generous).decoded_bytes
+        if decoded == target:
+            break
+        lengths[-1] += target - decoded
+    pad = 0
+    for _ in range(4):
+        data = build(pad)
+        if len(data) == size:
+            break
+        pad += size - len(data)
+    smaller = build(pad - 1)
+    assert (len(data), len(smaller)) == (size, size - 1)
+    assert check_fragment(data, generous).decoded_bytes == check_fragment(smaller, generous).decoded_bytes == target
+    return data, smaller
+
+
+def test_a_file_decoding_to_exactly_64_times_its_size_is_stored_and_a_byte_smaller_one_refused(api: Api) -> None:
+    # Given the deployed budget, and two files decoding to 80 MiB (past the 64 MiB floor, so the
+    # ratio decides): one of exactly 1.25 MiB (80 MiB / 64), one a byte smaller
+    assert (api.settings.upload_decode_floor_bytes, api.settings.upload_decode_ratio) == (64 * MiB, 64)
+    inside, outside = _sized_decoding_to_64_times(80 * MiB // 64)
+    # When both are uploaded to the handler
+    stored = raw(api, inside)
+    refused = raw(api, outside)
+    # Then the first is stored, the second refused as a bomb, its limit 64 x its size
+    assert stored["statusCode"] == 201, stored["body"][:300]
+    assert error_of(refused)[:2] == (422, "decode_budget_exceeded")
+    assert json.loads(refused["body"])["details"] == {"limit": 64 * len(outside)}
