@@ -8,6 +8,7 @@ them, with the deployed values:
 - one run takes at most 10,000 bins (GetMetadata, StepConfig.max_bins_per_run);
 - a bin's inputs travel in its Map item up to 4 KB of JSON (GetMetadata, StepConfig.inline_bin_bytes);
 - housekeeping stops 30 s before the invocation's end (logic/scheduled.housekeeping);
+- the inventory sweep names up to 20 keys outside our prefixes (logic/orphans.reconcile_inventory);
 - the daily orphan sweep looks back 6 h (and 5 s of slack) before its last watermark
   (logic/orphans.sweep_touched_datasets, begin_orphan_sweep).
 """
@@ -31,17 +32,20 @@ from pydantic import TypeAdapter
 from fusou_compaction import keys
 from fusou_compaction.adapters.alerts import LogAlerts
 from fusou_compaction.adapters.s3 import S3ObjectStore
+from fusou_compaction.adapters.s3_inventory import S3InventoryReports
 from fusou_compaction.adapters.sqs import SqsQueue
 from fusou_compaction.adapters.stepfunctions import StepFunctionsOrchestrator
 from fusou_compaction.catalog.client import Catalog
 from fusou_compaction.handlers.deps import Dependencies
-from fusou_compaction.logic.orphans import sweep_touched_datasets
+from fusou_compaction.local.inventory import publish_inventory_report
+from fusou_compaction.logic.orphans import UNKNOWN_SAMPLE, reconcile_inventory, sweep_touched_datasets
 from fusou_compaction.logic.presigned import resend_stranded_uploads
 from fusou_compaction.logic.scheduled import housekeeping
 from fusou_compaction.logic.steps import CompactionSteps, StepConfig
 from fusou_compaction.logic.uploads import store_fragment
 from fusou_compaction.pipeline.models import BinInput
 from fusou_compaction.settings import Settings
+from fusou_compaction.topology import inventory_report_prefix
 
 from .conftest import execution_input, upload_fragments
 
@@ -268,3 +272,36 @@ def test_a_bins_inputs_of_exactly_4_kb_travel_in_its_item_and_one_byte_more_thro
     # When it grows by one byte more, Then they go to their own object in S3
     grow_last_key(1)
     assert _inline_and_length(catalog, store, dataset) == (False, 4097)
+
+
+# -- the inventory sweep names up to 20 unknown keys ----------------------------------------------
+
+
+@pytest.mark.parametrize("foreign", [20, 21])
+def test_the_inventory_sweep_names_20_unknown_keys_and_counts_the_21st(
+    local_aws: Any, s3_client: Any, store: S3ObjectStore, catalog: Catalog, foreign: int
+) -> None:
+    # Given the bucket's S3 Inventory report listing 20 or 21 keys under no prefix of ours
+    inventory = S3ObjectStore(f"inventory-{uuid4().hex[:12]}", endpoint_url=local_aws.endpoint_url)
+    s3_client.create_bucket(Bucket=inventory.bucket)
+    keys_ = [f"exports/{i:02d}.csv" for i in range(foreign)]
+    for key in keys_:
+        store.put(key, b"x")
+    publish_inventory_report(store, inventory)
+    # When the inventory sweep runs
+    assert UNKNOWN_SAMPLE == 20
+    report = reconcile_inventory(
+        catalog,
+        store,
+        S3InventoryReports(inventory, inventory_report_prefix(store.bucket)),
+        owner="t",
+        orphan_min_age=timedelta(hours=6),
+        every=timedelta(days=7),
+        time_left=lambda: math.inf,
+        stop_with_seconds_left=30,
+        now=datetime.now(UTC) + timedelta(hours=7),
+    )
+    # Then every one is counted, and at most 20 are named
+    assert report.finished and report.unknown == foreign
+    assert len(report.unknown_sample) == 20 and set(report.unknown_sample) <= set(keys_)
+    assert all(store.exists(k) for k in keys_)
