@@ -63,7 +63,11 @@ MODULES: dict[str, Module] = {
     ),
     "logic.consumer": Module(
         ("logic/consumer.py",),
-        ("tests/pipeline/test_budget_and_priority.py", "tests/pipeline/test_adapters_on_the_emulator.py"),
+        (
+            "tests/pipeline/test_budget_and_priority.py",
+            "tests/pipeline/test_adapters_on_the_emulator.py",
+            "tests/pipeline/test_consumer_mutants.py",
+        ),
     ),
     "logic.dlq": Module(
         ("logic/dlq.py",), ("tests/pipeline/test_dlq_records.py", "tests/pipeline/test_dlq_mutants.py")
