@@ -2,8 +2,8 @@
 values (Settings' and the modules' defaults), not test-sized stand-ins:
 
 - an upload has at most 1,000 leaf columns (README, "Upload limits"; the handler);
-- no single value may take more than 64 MiB (the engine's decode limit, checked before anything is
-  stored by logic/fragment_checks.check_fragment, which both upload handlers call);
+- no single value, row or dictionary may take more than 64 MiB (the engine's decode limit, checked before
+  anything is stored by logic/fragment_checks.check_fragment, which both upload handlers call);
 - a whole file may decode to at most max(64 MiB, 64 x its size) (the handler, at the floor and at
   the ratio);
 - the project's JWKS is fetched with a 5 s timeout (logic/auth.py);
@@ -288,3 +288,49 @@ def test_a_file_decoding_to_exactly_64_times_its_size_is_stored_and_a_byte_small
     assert stored["statusCode"] == 201, stored["body"][:300]
     assert error_of(refused)[:2] == (422, "decode_budget_exceeded")
     assert json.loads(refused["body"])["details"] == {"limit": 64 * len(outside)}
+
+
+@pytest.mark.parametrize(("extra", "refused"), [(0, False), (1, True)])
+def test_a_row_decoding_to_64_mib_is_accepted_and_one_byte_more_refused(extra: int, refused: bool) -> None:
+    # Given a file of one row of two binary values, neither past the limit, which decodes (with
+    # its two offsets of 8 bytes) to exactly 64 MiB, or to one byte more
+    blob = os.urandom(32 * MiB)
+    half = 32 * MiB - 8
+    table = pa.table({"a": pa.array([blob[:half]], pa.binary()), "b": pa.array([blob[: half + extra]], pa.binary())})
+    data = write(table, compression="none", use_dictionary=False, write_statistics=False)
+    # When it is checked as both upload handlers check it, with the deployed limits
+    if not refused:
+        # Then 64 MiB passes
+        assert check_fragment(data, UploadLimits()).decoded_bytes == 64 * MiB
+        return
+    # Then one byte more is refused as a row past the limit
+    with pytest.raises(DecodeBudgetExceeded, match="row 0 of row group 0") as exc:
+        check_fragment(data, UploadLimits())
+    assert exc.value.details == {"limit": 64 * MiB}
+
+
+@pytest.mark.parametrize(("extra", "refused"), [(0, False), (1, True)])
+def test_a_dictionary_of_64_mib_is_accepted_and_one_byte_more_refused(extra: int, refused: bool) -> None:
+    # Given a dictionary-encoded column of two distinct values (each under the limit, each in rows
+    # of their own) whose dictionary page (4 length bytes + the value, each) takes exactly 64 MiB,
+    # or one byte more
+    blob = os.urandom(32 * MiB)
+    half = 32 * MiB - 4
+    values = [blob[:half], blob[1 : half + 1 + extra][::-1]] * 2
+    data = write(
+        pa.table({"d": pa.array(values, pa.binary())}),
+        compression="none",
+        use_dictionary=True,
+        dictionary_pagesize_limit=1 << 30,
+        write_statistics=False,
+    )
+    assert pq.ParquetFile(io.BytesIO(data)).metadata.row_group(0).column(0).has_dictionary_page
+    # When it is checked as both upload handlers check it, with the deployed limits
+    if not refused:
+        # Then 64 MiB passes
+        assert check_fragment(data, UploadLimits()).rows == 4
+        return
+    # Then one byte more is refused, naming the column's dictionary and the limit
+    with pytest.raises(DecodeBudgetExceeded, match="has a dictionary of 67108865 bytes") as exc:
+        check_fragment(data, UploadLimits())
+    assert exc.value.details == {"column": "d", "limit": 64 * MiB}
