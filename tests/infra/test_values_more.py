@@ -4,11 +4,13 @@ in the function that refuses what Lambda or the engine cannot run with."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from fusou_infra.app import _compact_memory_mb
+from tests.infra.cfn import join_strings
 
 from .conftest import Synthesized
 
@@ -82,3 +84,19 @@ def test_compact_memory_is_accepted_from_1024_to_10240_mb(value: int, accepted: 
         # Then one past it is refused, naming the range
         with pytest.raises(ValueError, match=r"from 1024 to 10240"):
             _compact_memory_mb(str(value))
+
+
+def test_compact_runs_8_bins_at_once_by_default(synth: Synthesized) -> None:
+    machine = synth.props(synth.logical_id(synth.stack.pipeline.state_machine))
+    asl = json.loads(join_strings(machine["DefinitionString"]))
+    assert asl["States"]["Compact"]["MaxConcurrency"] == 8
+
+
+def test_functions_other_than_compact_and_register_get_256_to_1024_mb(synth: Synthesized) -> None:
+    memory = {
+        r["Properties"]["FunctionName"].removeprefix("dev-kc-compaction-"): r["Properties"]["MemorySize"]
+        for r in synth.of_type("AWS::Lambda::Function").values()
+        if str(r["Properties"].get("FunctionName", "")).startswith("dev-kc-compaction-")
+    }
+    assert memory.pop("step-compact") == 1769 and memory.pop("register") == 1769
+    assert memory and all(256 <= mb <= 1024 for mb in memory.values()), memory
