@@ -54,7 +54,9 @@ MODULES: dict[str, Module] = {
     "logic": Module(("logic/*",), (*API_TESTS, *PIPELINE_TESTS, "tests/pipeline/test_boundaries.py")),
     # logic/ one file at a time (a run of the whole folder takes hours): each against the tests
     # that exercise it.
-    "logic.uploads": Module(("logic/uploads.py",), (*API_TESTS, "tests/api/test_limits.py")),
+    "logic.uploads": Module(
+        ("logic/uploads.py",), (*API_TESTS, "tests/api/test_limits.py", "tests/pipeline/test_uploads_mutants.py")
+    ),
     "logic.quarantine": Module(
         ("logic/quarantine.py",), ("tests/api/test_routes.py", "tests/api/test_quarantine_mutants.py")
     ),
