@@ -22,11 +22,13 @@ import pytest
 from fusou_compaction import keys
 from fusou_compaction.adapters.s3 import S3ObjectStore
 from fusou_compaction.catalog.client import Catalog
+from fusou_compaction.catalog.errors import DatasetForbidden
 from fusou_compaction.logic.uploads import (
     PARQUET_CONTENT_TYPE,
     SHARE_MAX_AGE,
     InvalidParquet,
     UploadLimits,
+    ensure_may_write,
     inspect_parquet,
     store_fragment,
 )
@@ -213,3 +215,15 @@ def test_the_content_addressed_object_is_kept_when_another_upload_registered_a_c
     # fragment_key(...)` and fragment_key(None, ...), which take it for this upload's own copy)
     assert stored.duplicate and registered_key(catalog, dataset, stored.fragment_id) == copy
     assert objects(store_, dataset, data) == {key, copy}
+
+
+def test_may_write_says_whether_the_dataset_exists_and_names_anothers(catalog: Catalog, store_: S3ObjectStore) -> None:
+    # Given Alice's dataset
+    dataset, alice = uuid4(), uuid4()
+    store(catalog, store_, parquet(), dataset, alice)
+    # Then she may write to it (True), to a dataset nobody has yet (False: kills `return True`),
+    # and Bob is told whose it is not (kills DatasetForbidden(None))
+    assert ensure_may_write(catalog, dataset, alice) is True
+    assert ensure_may_write(catalog, uuid4(), alice) is False
+    with pytest.raises(DatasetForbidden, match=rf"^dataset {dataset} belongs to another user$"):
+        ensure_may_write(catalog, dataset, uuid4())
