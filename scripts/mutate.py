@@ -76,7 +76,12 @@ MODULES: dict[str, Module] = {
     ),
     "logic.auth": Module(
         ("logic/auth.py",),
-        ("tests/api/test_auth.py", "tests/api/test_error_bodies.py", "tests/api/test_jwks_outage.py"),
+        (
+            "tests/api/test_auth.py",
+            "tests/api/test_error_bodies.py",
+            "tests/api/test_jwks_outage.py",
+            "tests/api/test_auth_mutants.py",
+        ),
     ),
     "logic.presigned": Module(
         ("logic/presigned.py",), ("tests/api/test_presigned.py", "tests/pipeline/test_stranded_uploads.py")
