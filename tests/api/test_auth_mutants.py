@@ -21,6 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fusou_compaction.logic.auth import (
+    MAX_TOKEN_CHARS,
     AuthConfig,
     AuthUnavailable,
     Caller,
@@ -160,3 +161,20 @@ def test_a_user_token_on_an_admin_route_says_the_route_is_for_operators() -> Non
     token = mint_dev_token(uuid4(), JWT_SECRET, ISSUER)
     with pytest.raises(Forbidden, match=r"^this route is for operators \(X-Admin-Token\)$"):
         authenticate({"authorization": f"Bearer {token}"}, config=config_for(None), admin_only=True)
+
+
+def test_a_token_is_refused_for_its_length_only_past_the_limit_and_each_malformation_says_why() -> None:
+    config = config_for(None)
+
+    def reason(token: str) -> str:
+        with pytest.raises(Unauthorized) as raised:
+            verify_user_token(token, config)
+        return str(raised.value)
+
+    # A token of exactly MAX_TOKEN_CHARS is parsed (and found malformed): kills `>=` for `>`
+    assert reason("a" * MAX_TOKEN_CHARS).startswith("malformed token: ")
+    # One more character is refused for its length, saying so (kills the message None)
+    assert reason("a" * (MAX_TOKEN_CHARS + 1)) == f"token longer than {MAX_TOKEN_CHARS} characters"
+    # Not ASCII, and not a JWT, each say so (kills those messages None or changed)
+    assert reason("é.b.c") == "malformed token: not ASCII"
+    assert reason("not-a-jwt").startswith("malformed token: ") and reason("not-a-jwt") != "malformed token: "
