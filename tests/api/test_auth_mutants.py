@@ -178,3 +178,47 @@ def test_a_token_is_refused_for_its_length_only_past_the_limit_and_each_malforma
     # Not ASCII, and not a JWT, each say so (kills those messages None or changed)
     assert reason("é.b.c") == "malformed token: not ASCII"
     assert reason("not-a-jwt").startswith("malformed token: ") and reason("not-a-jwt") != "malformed token: "
+
+
+def _hs256(payload: dict[str, Any]) -> str:
+    return jwt.encode(payload, JWT_SECRET, algorithm="HS256")
+
+
+@pytest.mark.parametrize(
+    ("token", "config", "reason"),
+    [
+        (
+            lambda: _hs256(claims(uuid4())),
+            lambda: AuthConfig(None, None, ISSUER, "authenticated", ADMIN_TOKEN),
+            "HS256 tokens are not accepted here (no JWT secret configured)",
+        ),
+        (
+            lambda: jwt.encode(claims(uuid4()), ec.generate_private_key(ec.SECP256R1()), "ES256"),
+            lambda: config_for(None),
+            "ES256 tokens are not accepted here (no JWKS configured)",
+        ),
+        (
+            lambda: jwt.encode(claims(uuid4()), JWT_SECRET, algorithm="HS384"),
+            lambda: config_for(None),
+            "token algorithm 'HS384' is not accepted",
+        ),
+        (lambda: _hs256(claims(uuid4(), exp=int(time.time()) - 3600)), lambda: config_for(None), "token expired"),
+        (
+            lambda: _hs256(claims(uuid4(), aud="anon")),
+            lambda: config_for(None),
+            "token audience is not 'authenticated'",
+        ),
+        (
+            lambda: _hs256(claims(uuid4(), iss="https://evil.example/auth/v1")),
+            lambda: config_for(None),
+            f"token issuer is not {ISSUER!r}",
+        ),
+        (lambda: _hs256(claims("admin")), lambda: config_for(None), "token subject is not a user id"),
+    ],
+    ids=["hs256 without secret", "es256 without jwks", "hs384", "expired", "audience", "issuer", "subject"],
+)
+def test_each_refused_token_says_why(token: Any, config: Any, reason: str) -> None:
+    # Kills each of verify_user_token's messages None or changed
+    with pytest.raises(Unauthorized) as raised:
+        verify_user_token(token(), config())
+    assert str(raised.value) == reason
