@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     # An admission whose run never showed up (StartExecution failed) stops counting after this.
     admission_stale_seconds: int = Field(900, ge=60)
     # A message the budget refuses is sent again with a delay: full jitter over
-    # [0, min(max, base * 2^deferrals)] seconds (SQS allows at most 900).
+    # [0, min(max, base * 2^(n-1))] seconds for its n-th deferral (SQS allows at most 900).
     defer_base_seconds: int = Field(5, ge=1)
     defer_max_seconds: int = Field(900, ge=1, le=900)
 
