@@ -11,9 +11,11 @@ import io
 import itertools
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -23,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from fusou_compaction.adapters.alerts import LogAlerts
 from fusou_compaction.adapters.s3 import S3ObjectStore
@@ -47,6 +50,7 @@ SUPABASE_URL = "https://abcdefghijklmnopqrst.supabase.co"
 SUPABASE_ISSUER = "https://abcdefghijklmnopqrst.supabase.co/auth/v1"
 # Nothing listens on port 1: asymmetric tokens fail fast here unless a test serves a JWKS.
 UNREACHABLE_JWKS = "http://127.0.0.1:1/auth/v1/.well-known/jwks.json"
+JWKS_PATH = "/auth/v1/.well-known/jwks.json"
 ADMIN_TOKEN = "test-admin-token"
 _names = itertools.count()
 
@@ -62,6 +66,74 @@ def parquet_bytes(rows: int = 3, *, seed: int = 0, extra: dict[str, list[Any]] |
     buf = io.BytesIO()
     pq.write_table(pa.table(columns), buf)
     return buf.getvalue()
+
+
+def public_jwk(algorithm: str, key: Any, /, **fields: Any) -> dict[str, Any]:
+    """``key`` (a public key, or an HMAC secret) as a JWK for ``algorithm``, with ``fields`` (kid, alg, use) set."""
+    return {**json.loads(jwt.algorithms.get_default_algorithms()[algorithm].to_jwk(key)), **fields}
+
+
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def ec_key(curve: ec.EllipticCurve | None = None) -> ec.EllipticCurvePrivateKey:
+    """A new EC key, on P-256 unless ``curve`` says otherwise."""
+    return ec.generate_private_key(curve or ec.SECP256R1())
+
+
+class JwksServer:
+    """A JSON Web Key Set served on loopback at ``url``: every GET answers ``{"keys": keys}``.
+
+    ``hits`` counts the GETs; ``server.shutdown()`` stops it.
+    """
+
+    def __init__(self, keys: list[dict[str, Any]], path: str = JWKS_PATH) -> None:
+        body = json.dumps({"keys": keys}).encode()
+        self.hits = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.hits += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+
+class Jwks(JwksServer):
+    """A JWKS endpoint on loopback with one RSA and one EC key, as Supabase's asymmetric keys."""
+
+    def __init__(self) -> None:
+        self.rsa = rsa_key()
+        self.ec = ec_key()
+        super().__init__(
+            [
+                public_jwk(alg, key.public_key(), kid=kid, alg=alg, use="sig")
+                for kid, key, alg in (("rsa-1", self.rsa, "RS256"), ("ec-1", self.ec, "ES256"))
+            ]
+        )
+
+    def sign(self, payload: dict[str, Any], alg: str = "RS256", kid: str | None = None) -> str:
+        key = self.rsa if alg == "RS256" else self.ec
+        return jwt.encode(payload, key, algorithm=alg, headers={"kid": kid or ("rsa-1" if alg == "RS256" else "ec-1")})
+
+
+@pytest.fixture(scope="module")
+def jwks() -> Iterator[Jwks]:
+    """The RSA + EC JWKS, one per test module (a module may override it with its own key set)."""
+    j = Jwks()
+    yield j
+    j.server.shutdown()
 
 
 @dataclass

@@ -6,17 +6,13 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from uuid import uuid4
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from fusou_compaction.logic.auth import (
     CLOCK_SKEW_SECONDS,
@@ -35,9 +31,11 @@ from .conftest import (
     SUPABASE_ISSUER,
     SUPABASE_URL,
     Api,
+    Jwks,
     call,
     error_of,
     parquet_bytes,
+    rsa_key,
     sample_event,
 )
 
@@ -53,46 +51,7 @@ def claims(user: object, **over: Any) -> dict[str, Any]:
     return {"sub": str(user), "aud": "authenticated", "iss": ISSUER, "exp": int(time.time()) + 600, **over}
 
 
-class Jwks:
-    """A JWKS endpoint on loopback with one RSA and one EC key, as Supabase's asymmetric keys."""
-
-    def __init__(self) -> None:
-        self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.ec = ec.generate_private_key(ec.SECP256R1())
-        keys = []
-        for kid, key, alg in (("rsa-1", self.rsa, "RS256"), ("ec-1", self.ec, "ES256")):
-            jwk = json.loads(jwt.algorithms.get_default_algorithms()[alg].to_jwk(key.public_key()))
-            keys.append({**jwk, "kid": kid, "alg": alg, "use": "sig"})
-        body = json.dumps({"keys": keys}).encode()
-        self.hits = 0
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer.hits += 1
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/auth/v1/.well-known/jwks.json"
-
-    def sign(self, payload: dict[str, Any], alg: str = "RS256", kid: str | None = None) -> str:
-        key = self.rsa if alg == "RS256" else self.ec
-        return jwt.encode(payload, key, algorithm=alg, headers={"kid": kid or ("rsa-1" if alg == "RS256" else "ec-1")})
-
-
-@pytest.fixture(scope="module")
-def jwks() -> Iterator[Jwks]:
-    j = Jwks()
-    yield j
-    j.server.shutdown()
+# ``jwks``: the RSA + EC key set of conftest, served for this module.
 
 
 @pytest.fixture
@@ -157,7 +116,7 @@ BAD_TOKENS = {
     "HS384": lambda jw: jwt.encode(claims(uuid4()), JWT_SECRET, algorithm="HS384"),
     "RS256 from an unknown key": lambda jw: jwt.encode(
         claims(uuid4()),
-        rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        rsa_key(),
         algorithm="RS256",
         headers={"kid": "rsa-1"},
     ),

@@ -25,25 +25,23 @@ import hashlib
 import hmac
 import json
 import random
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from uuid import UUID, uuid4
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fusou_compaction.logic import auth
 from fusou_compaction.logic.auth import MAX_TOKEN_CHARS, AuthConfig, Unauthorized, authenticate
 
-from .conftest import ADMIN_TOKEN, JWT_SECRET, Api, call, invoke_event
+from .conftest import ADMIN_TOKEN, JWT_SECRET, Api, JwksServer, call, ec_key, invoke_event, public_jwk, rsa_key
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
@@ -66,7 +64,7 @@ def segment(obj: Any) -> str:
     return b64url(obj if isinstance(obj, bytes) else json.dumps(obj).encode())
 
 
-class FuzzJwks:
+class FuzzJwks(JwksServer):
     """A JWKS on loopback with keys of every type, as an attacker would like Supabase's to be.
 
     ``rsa-1``/``rsa-noalg`` (RS256, the latter without ``alg``) and ``ec-1`` (ES256, P-256) are the
@@ -75,14 +73,13 @@ class FuzzJwks:
     """
 
     def __init__(self) -> None:
-        self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.ec = ec.generate_private_key(ec.SECP256R1())
-        self.ec384 = ec.generate_private_key(ec.SECP384R1())
+        self.rsa = rsa_key()
+        self.ec = ec_key()
+        self.ec384 = ec_key(ec.SECP384R1())
         self.ed = ed25519.Ed25519PrivateKey.generate()
         self.oct = b"an HMAC key published in the JWKS: it must never verify a user token"
-        self.foreign_rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.foreign_ec = ec.generate_private_key(ec.SECP256R1())
-        algorithms = jwt.algorithms.get_default_algorithms()
+        self.foreign_rsa = rsa_key()
+        self.foreign_ec = ec_key()
         published: list[tuple[str, str, Any, dict[str, Any]]] = [
             ("rsa-1", "RS256", self.rsa.public_key(), {"alg": "RS256", "use": "sig"}),
             ("rsa-noalg", "RS256", self.rsa.public_key(), {"use": "sig"}),
@@ -92,8 +89,6 @@ class FuzzJwks:
             ("ed-1", "EdDSA", self.ed.public_key(), {"alg": "EdDSA", "use": "sig"}),
             ("oct-1", "HS256", self.oct, {"alg": "HS256", "use": "sig"}),
         ]
-        keys = [{**json.loads(algorithms[alg].to_jwk(key)), **extra, "kid": kid} for kid, alg, key, extra in published]
-        body = json.dumps({"keys": keys}).encode()
         # kid -> (the private key behind it, the algorithm it is meant for)
         self.private: dict[str, tuple[Any, str]] = {
             "rsa-1": (self.rsa, "RS256"),
@@ -110,20 +105,7 @@ class FuzzJwks:
             "ec-384": self.ec384.public_key(),
         }
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/auth/v1/.well-known/jwks.json"
+        super().__init__([public_jwk(alg, key, **extra, kid=kid) for kid, alg, key, extra in published])
 
 
 # kid -> the algorithm it may verify; everything else a token names is an attack

@@ -8,11 +8,8 @@ claims of the dev token.
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from uuid import uuid4
 
@@ -33,17 +30,10 @@ from fusou_compaction.logic.auth import (
     verify_user_token,
 )
 
-from .conftest import ADMIN_TOKEN, JWT_SECRET
-from .test_auth import ISSUER, Jwks, claims
+from .conftest import ADMIN_TOKEN, JWT_SECRET, Jwks, JwksServer, ec_key, public_jwk
+from .test_auth import ISSUER, claims
 
 DOWN = "the project's signing keys (JWKS) are unreachable; retry later"
-
-
-@pytest.fixture(scope="module")
-def served() -> Iterator[Jwks]:
-    j = Jwks()
-    yield j
-    j.server.shutdown()
 
 
 def config_for(jwks_url: str | None) -> AuthConfig:
@@ -52,10 +42,10 @@ def config_for(jwks_url: str | None) -> AuthConfig:
     )
 
 
-def test_an_unreachable_jwks_says_so_on_the_failed_fetch_and_while_taken_as_down(served: Jwks) -> None:
+def test_an_unreachable_jwks_says_so_on_the_failed_fetch_and_while_taken_as_down(jwks: Jwks) -> None:
     # Given a JWKS URL nothing listens on (its own, so no other test's state is shared)
     config = config_for(f"http://127.0.0.1:1/{uuid4()}/jwks.json")
-    token = served.sign(claims(uuid4()))
+    token = jwks.sign(claims(uuid4()))
     # When a token needing it is verified, twice, Then both say the keys are unreachable: the
     # failed fetch and the 10 s after it (kills each message None or changed, in both places)
     for _ in range(2):
@@ -64,33 +54,18 @@ def test_an_unreachable_jwks_says_so_on_the_failed_fetch_and_while_taken_as_down
         assert str(raised.value) == DOWN
 
 
-def test_a_kid_the_jwks_does_not_have_says_no_signing_key(served: Jwks) -> None:
+def test_a_kid_the_jwks_does_not_have_says_no_signing_key(jwks: Jwks) -> None:
     with pytest.raises(Unauthorized, match=r"^no signing key for this token: "):
-        verify_user_token(served.sign(claims(uuid4()), kid="nope"), config_for(served.url))
+        verify_user_token(jwks.sign(claims(uuid4()), kid="nope"), config_for(jwks.url))
 
 
-class P384Jwks:
+class P384Jwks(JwksServer):
     """A JWKS with one EC key on P-384, published for ES384 (its key type is EC, as ES256's)."""
 
     def __init__(self) -> None:
-        self.key = ec.generate_private_key(ec.SECP384R1())
-        jwk = json.loads(jwt.algorithms.get_default_algorithms()["ES384"].to_jwk(self.key.public_key()))
-        body = json.dumps({"keys": [{**jwk, "kid": "ec-384", "alg": "ES384", "use": "sig"}]}).encode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/{uuid4()}/jwks.json"
+        self.key = ec_key(ec.SECP384R1())
+        jwk = public_jwk("ES384", self.key.public_key(), kid="ec-384", alg="ES384", use="sig")
+        super().__init__([jwk], path=f"/{uuid4()}/jwks.json")
 
 
 @pytest.fixture
@@ -102,7 +77,7 @@ def p384() -> Iterator[P384Jwks]:
 
 def test_an_es256_token_on_a_key_published_for_es384_is_refused_as_not_its_key(p384: P384Jwks) -> None:
     # Given an ES256 header naming an EC key (the right type) published for ES384
-    token = jwt.encode(claims(uuid4()), ec.generate_private_key(ec.SECP256R1()), "ES256", headers={"kid": "ec-384"})
+    token = jwt.encode(claims(uuid4()), ec_key(), "ES256", headers={"kid": "ec-384"})
     # Then the algorithm check refuses it, naming the key (kills `and` for `or`, which lets the
     # type match through to the key's preparation, and the message None)
     with pytest.raises(Unauthorized) as raised:
@@ -193,7 +168,7 @@ def _hs256(payload: dict[str, Any]) -> str:
             "HS256 tokens are not accepted here (no JWT secret configured)",
         ),
         (
-            lambda: jwt.encode(claims(uuid4()), ec.generate_private_key(ec.SECP256R1()), "ES256"),
+            lambda: jwt.encode(claims(uuid4()), ec_key(), "ES256"),
             lambda: config_for(None),
             "ES256 tokens are not accepted here (no JWKS configured)",
         ),
