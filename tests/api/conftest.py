@@ -10,6 +10,7 @@ import base64
 import io
 import itertools
 import json
+import logging
 import os
 import threading
 import time
@@ -39,6 +40,7 @@ from fusou_compaction.local.apigw import LocalApiGateway, build_event
 from fusou_compaction.local.aws import LocalAws
 from fusou_compaction.local.runner import LocalContext
 from fusou_compaction.logic.auth import mint_dev_token
+from fusou_compaction.observability import logger
 from fusou_compaction.settings import Settings
 
 from ..conftest import load_event
@@ -272,6 +274,24 @@ def http(gateway: LocalApiGateway, api: Api) -> Iterator[Callable[..., requests.
             return session.request(method, gateway.url + path, timeout=30, **kwargs)
 
         yield send
+
+
+@pytest.fixture
+def logs() -> Iterator[io.StringIO]:
+    """What the API logs (Powertools' JSON lines) while the test runs."""
+    buffer = io.StringIO()
+    handler = logger.registered_handler
+    assert isinstance(handler, logging.StreamHandler)
+    # Swapped without setStream's flush of the old stream: under mutmut, which runs pytest several
+    # times in one process, that stream can be an earlier session's capture, closed by now.
+    previous, handler.stream = handler.stream, buffer
+    yield buffer
+    handler.stream = previous
+
+
+def log_records(logs: io.StringIO) -> list[dict[str, Any]]:
+    """The JSON records ``logs`` has caught so far."""
+    return [json.loads(line) for line in logs.getvalue().splitlines() if line.startswith("{")]
 
 
 def invoke_event(method: str, target: str, headers: dict[str, str], body: bytes = b"") -> dict[str, Any]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 from uuid import UUID, uuid4
@@ -21,11 +19,10 @@ import pytest
 from fusou_compaction.catalog.errors import CatalogUnavailable, LeaseNotHeld
 from fusou_compaction.handlers.deps import use_dependencies
 from fusou_compaction.logic.auth import mint_dev_token
-from fusou_compaction.observability import logger
 from fusou_compaction.ports.messaging import QueueError
 from fusou_compaction.ports.object_store import ObjectStoreError
 
-from .conftest import JWT_SECRET, Api, call, invoke_event, parquet_bytes
+from .conftest import JWT_SECRET, Api, call, invoke_event, log_records, parquet_bytes
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
@@ -67,19 +64,6 @@ def failing(api: Api, adapter: str, method: str, error: BaseException) -> None:
     use_dependencies(replace(api.deps, **{adapter: Failing(getattr(api.deps, adapter), method, error)}))
 
 
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    """What the API logs (Powertools' JSON lines) while the test runs."""
-    buffer = io.StringIO()
-    handler = logger.registered_handler
-    assert isinstance(handler, logging.StreamHandler)
-    # Swapped without setStream's flush of the old stream: under mutmut, which runs pytest several
-    # times in one process, that stream can be an earlier session's capture, closed by now.
-    previous, handler.stream = handler.stream, buffer
-    yield buffer
-    handler.stream = previous
-
-
 def status_event(api: Api, dataset: object) -> dict[str, Any]:
     return invoke_event("GET", f"/api/compaction/datasets/{dataset}", api.admin())
 
@@ -115,7 +99,7 @@ def assert_general_5xx(
     for secret in SECRETS:
         assert secret not in response["body"], secret
     # The log: the detail and the traceback, under the same request id
-    records = [json.loads(line) for line in logs.getvalue().splitlines() if line.startswith("{")]
+    records = log_records(logs)
     errors = [r for r in records if r.get("level") == "ERROR" and r.get("correlation_id") == request_id]
     assert len(errors) == 1, records
     logged = json.dumps(errors[0])

@@ -8,35 +8,18 @@ catalog. The route tests checked the response only.
 from __future__ import annotations
 
 import io
-import json
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from fusou_compaction.observability import logger
-
-from .conftest import Api, call
+from .conftest import Api, call, log_records
 from .test_routes import _quarantined, quarantine_event
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
 
 
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    """What the API logs (Powertools' JSON lines) while the test runs (as in test_error_bodies.py)."""
-    buffer = io.StringIO()
-    handler = logger.registered_handler
-    assert isinstance(handler, logging.StreamHandler)
-    previous, handler.stream = handler.stream, buffer
-    yield buffer
-    handler.stream = previous
-
-
 def quarantine_records(logs: io.StringIO) -> list[dict[str, Any]]:
-    records = [json.loads(line) for line in logs.getvalue().splitlines() if line.startswith("{")]
-    return [r for r in records if str(r.get("message", "")).startswith("quarantined fragment")]
+    return [r for r in log_records(logs) if str(r.get("message", "")).startswith("quarantined fragment")]
 
 
 @pytest.mark.parametrize("action", ["readmit", "delete"])
