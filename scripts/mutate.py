@@ -61,7 +61,13 @@ MODULES: dict[str, Module] = {
         ("logic/quarantine.py",), ("tests/api/test_routes.py", "tests/api/test_quarantine_mutants.py")
     ),
     "logic.fragment_checks": Module(
-        ("logic/fragment_checks.py",), ("tests/api/test_upload.py", "tests/api/test_upload_checks.py")
+        ("logic/fragment_checks.py",),
+        (
+            "tests/api/test_upload.py",
+            "tests/api/test_upload_checks.py",
+            "tests/api/test_limits_more.py",
+            "tests/api/test_fragment_checks_mutants.py",
+        ),
     ),
     "logic.consumer": Module(
         ("logic/consumer.py",),
