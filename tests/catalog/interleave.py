@@ -12,11 +12,12 @@ import psycopg
 
 
 def slow_down(sql: psycopg.Connection, table: str, event: str, seconds: float = 0.5) -> None:
-    """Every row `event` (INSERT/UPDATE) on `table` sleeps first (a BEFORE ROW trigger: the row
-    is locked while it sleeps, as the write would lock it)."""
+    """Every row `event` (INSERT/UPDATE/DELETE) on `table` sleeps first (a BEFORE ROW trigger: the
+    row is locked while it sleeps, as the write would lock it)."""
+    row = "OLD" if event == "DELETE" else "NEW"  # what a BEFORE trigger returns to let the write go on
     sql.execute(
         f"CREATE FUNCTION _slow_{table}() RETURNS trigger LANGUAGE plpgsql AS"
-        f" $$ BEGIN PERFORM pg_sleep({seconds}); RETURN NEW; END $$"
+        f" $$ BEGIN PERFORM pg_sleep({seconds}); RETURN {row}; END $$"
     )
     sql.execute(f"CREATE TRIGGER slow_{table} BEFORE {event} ON {table} FOR EACH ROW EXECUTE FUNCTION _slow_{table}()")
 

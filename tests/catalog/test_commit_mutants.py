@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -51,6 +52,26 @@ FAILURE_PATHS = {
 }
 
 
+def _fail(path: str, run: UUID) -> Callable[[psycopg.Connection], Any]:
+    """The failure path ``path`` recording ``run``'s failure, on a connection of its own."""
+
+    def fail(conn: psycopg.Connection) -> Any:
+        FAILURE_PATHS[path](conn, run)
+        return True
+
+    return fail
+
+
+def _commit(world: World, run: UUID, inputs: list[CatalogFile]) -> Callable[[psycopg.Connection], Any]:
+    """``run``'s commit of ``inputs``, on a connection of its own: whether it committed."""
+
+    def commit(conn: psycopg.Connection) -> Any:
+        row = conn.execute(COMMIT, commit_args(world, run, inputs)).fetchone()
+        return row[0]["committed"] if row else None
+
+    return commit
+
+
 @pytest.mark.parametrize("path", sorted(FAILURE_PATHS))
 def test_a_failure_recorded_while_the_run_commits_leaves_nothing_committed(
     world: World, database_url: str, sql: psycopg.Connection, path: str
@@ -59,17 +80,8 @@ def test_a_failure_recorded_while_the_run_commits_leaves_nothing_committed(
     frags = [world.fragment(), world.fragment()]
     run = world.running_run()
     slow_down(sql, "compaction_runs", "UPDATE")
-
-    def fail(conn: psycopg.Connection) -> Any:
-        FAILURE_PATHS[path](conn, run)
-        return True
-
-    def commit(conn: psycopg.Connection) -> Any:
-        row = conn.execute(COMMIT, commit_args(world, run, frags)).fetchone()
-        return row[0]["committed"] if row else None
-
     # When its commit arrives meanwhile
-    failed, committed = one_after_another(database_url, fail, commit)
+    failed, committed = one_after_another(database_url, _fail(path, run), _commit(world, run, frags))
     # Then the failure stands and the commit is refused (the run is not running). Both take the
     # dataset's row before the run's (migration 0011): before, the failure held the run's row and
     # waited for the dataset's, which the commit held while it waited for the run's: a deadlock
@@ -88,17 +100,8 @@ def test_a_failure_recorded_while_the_run_commits_after_it_changes_nothing(
     frags = [world.fragment(), world.fragment()]
     run = world.running_run()
     slow_down(sql, "compaction_runs", "UPDATE")
-
-    def commit(conn: psycopg.Connection) -> Any:
-        row = conn.execute(COMMIT, commit_args(world, run, frags)).fetchone()
-        return row[0]["committed"] if row else None
-
-    def fail(conn: psycopg.Connection) -> Any:
-        FAILURE_PATHS[path](conn, run)
-        return True
-
     # When a failure for it is recorded meanwhile (a late report)
-    committed, failed = one_after_another(database_url, commit, fail)
+    committed, failed = one_after_another(database_url, _commit(world, run, frags), _fail(path, run))
     # Then it waits for the commit, and the run stays succeeded with its outputs
     assert committed is True and failed is True
     assert sql.execute("SELECT status FROM compaction_runs").fetchone() == ("succeeded",)

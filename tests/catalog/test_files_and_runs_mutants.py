@@ -13,6 +13,7 @@ from fusou_compaction.catalog.client import Catalog
 
 from .conftest import World
 from .interleave import one_after_another, slow_down
+from .test_runs_mutants import _record
 
 
 def test_marking_objects_deleted_marks_those_named_and_no_other_garbage(world: World, sql: psycopg.Connection) -> None:
@@ -74,17 +75,8 @@ def test_a_run_reported_running_while_its_failure_is_recorded_stays_failed(
     world.fragment()
     run = world.running_run()
     slow_down(sql, "compaction_runs", "UPDATE")
-
-    def fail(conn: psycopg.Connection) -> Any:
-        row = conn.execute("SELECT record_run_status(%s, 'failed')", (run,)).fetchone()
-        return row[0]["changed"] if row else None
-
-    def running(conn: psycopg.Connection) -> Any:
-        row = conn.execute("SELECT record_run_status(%s, 'running')", (run,)).fetchone()
-        return row[0]["changed"] if row else None
-
     # When a late "running" (a retried step) is reported meanwhile
-    failed, late = one_after_another(database_url, fail, running)
+    failed, late = one_after_another(database_url, _record(run, "failed"), _record(run, "running"))
     # Then it waits on the run's row, finds the run failed and changes nothing: a terminal state
     # is never left ("running" takes no dataset lock, so only the run row's lock orders the two)
     assert (failed, late) == (True, False)

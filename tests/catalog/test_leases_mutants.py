@@ -3,15 +3,14 @@ length's bounds, a lease that ends at this very moment, and the row lock that se
 
 from __future__ import annotations
 
-import threading
-import time
+from typing import Any
 from uuid import UUID, uuid4
 
 import psycopg
 import pytest
 
 from .conftest import World
-from .interleave import slow_down
+from .interleave import one_after_another, slow_down
 
 
 def _acquire(conn: psycopg.Connection, dataset: UUID, run: UUID, seconds: int | None) -> dict:  # type: ignore[type-arg]
@@ -63,22 +62,14 @@ def test_two_runs_asking_at_once_get_one_lease_however_they_interleave(
     # reading the dataset and writing its lease while the second reads it)
     world.fragment()
     slow_down(sql, "datasets", "UPDATE")
-    results: dict[str, bool] = {}
 
-    def take(name: str) -> None:
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            results[name] = _acquire(conn, world.dataset, uuid4(), 60)["acquired"]
+    def take(conn: psycopg.Connection) -> Any:
+        return _acquire(conn, world.dataset, uuid4(), 60)["acquired"]
 
     # When a second run asks while the first is writing its lease
-    first = threading.Thread(target=take, args=("first",))
-    first.start()
-    time.sleep(0.2)
-    second = threading.Thread(target=take, args=("second",))
-    second.start()
-    first.join(10)
-    second.join(10)
+    first, second = one_after_another(database_url, take, take)
     # Then the second waited on the dataset's row and found it leased
-    assert results == {"first": True, "second": False}
+    assert (first, second) == (True, False)
 
 
 def test_a_holder_renewing_its_lease_keeps_its_run_running(world: World, sql: psycopg.Connection) -> None:

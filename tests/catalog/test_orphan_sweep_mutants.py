@@ -99,13 +99,7 @@ def test_progress_recorded_while_the_lease_runs_out_is_seen_by_the_next_holder(
     done = sql.execute("SELECT dataset_id FROM orphan_sweep_datasets ORDER BY 1 LIMIT 1").fetchone()
     assert done is not None
     # and a's progress slowed down between holding the lease and taking its dataset off
-    sql.execute(
-        "CREATE FUNCTION _slow_delete() RETURNS trigger LANGUAGE plpgsql AS"
-        " $$ BEGIN PERFORM pg_sleep(0.6); RETURN OLD; END $$"
-    )
-    sql.execute(
-        "CREATE TRIGGER slow_delete BEFORE DELETE ON orphan_sweep_datasets FOR EACH ROW EXECUTE FUNCTION _slow_delete()"
-    )
+    slow_down(sql, "orphan_sweep_datasets", "DELETE", seconds=0.6)
     sql.execute("UPDATE orphan_sweeps SET lease_expires_at = now() + interval '0.3 seconds' WHERE sweep = 'touched'")
 
     def progress(conn: psycopg.Connection) -> Any:

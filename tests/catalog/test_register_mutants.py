@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-import time
+from typing import Any
 from uuid import UUID, uuid4
 
 import psycopg
 import pytest
 
 from .conftest import World
+from .interleave import one_after_another, slow_down
 
 SHA = "ab" * 32
 
@@ -52,32 +52,15 @@ def test_a_registration_racing_an_unfinished_one_of_the_same_bytes_is_a_duplicat
     # Given a dataset, and inserts into dataset_files slowed down (between a registration's
     # look-up of its bytes and its insert, so two registrations of the same bytes overlap there)
     world.fragment()
-    sql.execute(
-        "CREATE FUNCTION _slow_insert() RETURNS trigger LANGUAGE plpgsql AS"
-        " $$ BEGIN PERFORM pg_sleep(0.5); RETURN NEW; END $$"
-    )
-    sql.execute(
-        "CREATE TRIGGER slow_insert BEFORE INSERT ON dataset_files FOR EACH ROW EXECUTE FUNCTION _slow_insert()"
-    )
-    results: dict[str, object] = {}
+    slow_down(sql, "dataset_files", "INSERT")
 
-    def register(name: str) -> None:
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            try:
-                results[name] = _register(conn, world.dataset, world.owner, "battle")
-            except psycopg.Error as exc:
-                results[name] = exc.sqlstate
+    def register(conn: psycopg.Connection) -> Any:
+        return _register(conn, world.dataset, world.owner, "battle")
 
     # When a second registration of the same bytes starts while the first is inserting
-    first = threading.Thread(target=register, args=("first",))
-    first.start()
-    time.sleep(0.2)
-    second = threading.Thread(target=register, args=("second",))
-    second.start()
-    first.join(10)
-    second.join(10)
+    first, second = one_after_another(database_url, register, register)
     # Then the second waited for the first (the dataset's row lock) and found its bytes: a
     # duplicate, not a unique violation
-    assert isinstance(results["first"], dict) and results["first"]["duplicate"] is False
-    assert isinstance(results["second"], dict) and results["second"]["duplicate"] is True
-    assert results["second"]["id"] == results["first"]["id"]
+    assert isinstance(first, dict) and first["duplicate"] is False
+    assert isinstance(second, dict) and second["duplicate"] is True
+    assert second["id"] == first["id"]
