@@ -286,14 +286,25 @@ def test_nested_sizes_follow_the_layout_and_hold_only_dictionary_indices() -> No
 # -- depth, counted from the footer when pyarrow cannot open the file --------------------------
 
 
-def _deep_with_siblings(levels: int) -> bytes:
-    """A column ``levels`` Parquet levels deep (root and leaf counted), a sibling leaf beside
-    every struct on its way down and 50 flat columns after it."""
+def _chain(levels: int) -> tuple[pa.DataType, Any]:
+    """A struct column ``levels`` Parquet levels deep (root and leaf counted), with a sibling leaf
+    ahead of the struct below at every level."""
     t: pa.DataType = pa.int64()
     value: Any = 1
     for _ in range(levels - 2):
-        t, value = pa.struct([("f", t), ("s", pa.int32())]), {"f": value, "s": 0}
-    columns = {"deep": pa.array([value], t)} | {f"c{i}": pa.array([i]) for i in range(50)}
+        t, value = pa.struct([("s", pa.int32()), ("f", t)]), {"s": 0, "f": value}
+    return t, value
+
+
+def _deep_with_siblings(levels: int) -> bytes:
+    """Ahead of a column ``levels`` deep: 50 flat columns and a closed group 40 levels deep (a
+    count that does not close finished groups counts the deep column deeper than it is)."""
+    pre_type, pre_value = _chain(40)
+    deep_type, deep_value = _chain(levels)
+    columns = {f"c{i}": pa.array([i]) for i in range(50)} | {
+        "pre": pa.array([pre_value], pre_type),
+        "deep": pa.array([deep_value], deep_type),
+    }
     return write(pa.table(columns))
 
 
@@ -319,3 +330,28 @@ def test_a_footer_length_pointing_before_the_file_is_not_read_as_a_footer() -> N
     _refuse_too_deep_footer(lying)
     with pytest.raises(NotParquet):
         check_fragment(lying, UploadLimits())
+
+
+# -- the cheap checks' words -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["start", "end"])
+def test_a_file_missing_either_magic_is_refused_before_it_is_opened(damage: str) -> None:
+    # Given a real file with its first or its last four bytes changed
+    data = write(ints_with_nulls(3))
+    broken = b"PARX" + data[4:] if damage == "start" else data[:-4] + b"PARX"
+    # Then it is not Parquet, and the message says which check said so
+    with pytest.raises(NotParquet, match=r"^not a Parquet file \(missing PAR1 magic at start or end\)$"):
+        check_fragment(broken, UploadLimits())
+
+
+def test_nesting_past_pyarrows_depth_says_why_that_depth() -> None:
+    # Given a column 101 Parquet levels deep, which pyarrow still opens
+    t, value = _chain(PYARROW_SCHEMA_DEPTH + 1)
+    # Then the refusal names the column, its depth and where the limit comes from
+    with pytest.raises(NestingTooDeep) as exc:
+        check_fragment(write(pa.table({"deep": pa.array([value], t)})), UploadLimits())
+    assert str(exc.value) == (
+        f'column "deep" is nested {PYARROW_SCHEMA_DEPTH + 1} Parquet levels deep; at most '
+        f"{PYARROW_SCHEMA_DEPTH} (what pyarrow reads by default)"
+    )
