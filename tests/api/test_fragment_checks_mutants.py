@@ -355,3 +355,22 @@ def test_nesting_past_pyarrows_depth_says_why_that_depth() -> None:
         f'column "deep" is nested {PYARROW_SCHEMA_DEPTH + 1} Parquet levels deep; at most '
         f"{PYARROW_SCHEMA_DEPTH} (what pyarrow reads by default)"
     )
+
+
+@pytest.mark.parametrize(
+    ("values", "t", "chars"),
+    [
+        (["ab", "c", "ab", "dddd"] * 16, pa.string(), (2 + 1 + 2 + 4) * 16),
+        ([b"ab", b"c", b"ab", b"dddd"] * 16, pa.binary(), (2 + 1 + 2 + 4) * 16),
+        (["", ""] * 32, pa.string(), 0),
+    ],
+    ids=["string", "binary", "empty-strings"],
+)
+def test_a_text_dictionary_without_nulls_counts_offsets_characters_and_a_bitmap(
+    values: list[Any], t: pa.DataType, chars: int
+) -> None:
+    # Given 64 rows of a dictionary-encoded text column with no nulls
+    arr = _dict(values, t)
+    # Then written out it counts its characters, offsets of 4 x (64 + 1) and a bitmap of
+    # ceil(64 / 8) = 8 bytes (a bound: the engine's conformed columns may carry one)
+    assert _array_sizes(arr) == (chars + 4 * 65 + 8, arr.indices.get_total_buffer_size())
