@@ -374,3 +374,11 @@ def test_a_text_dictionary_without_nulls_counts_offsets_characters_and_a_bitmap(
     # Then written out it counts its characters, offsets of 4 x (64 + 1) and a bitmap of
     # ceil(64 / 8) = 8 bytes (a bound: the engine's conformed columns may carry one)
     assert _array_sizes(arr) == (chars + 4 * 65 + 8, arr.indices.get_total_buffer_size())
+
+
+def test_twelve_bytes_with_both_magics_are_opened_not_refused_as_missing_them() -> None:
+    # Given the smallest shape a Parquet file can have: magic, a footer length of 0, magic
+    data = b"PAR1" + (0).to_bytes(4, "little") + b"PAR1"
+    # Then it gets past the magic check, and the reader says why it is not Parquet
+    with pytest.raises(NotParquet, match=r"^unreadable Parquet: "):
+        check_fragment(data, UploadLimits())
