@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
+from types import SimpleNamespace
 from uuid import uuid4
 
 import jwt
@@ -98,6 +99,31 @@ def test_the_down_window_is_jwks_down_seconds(jwks: FlakyJwks) -> None:
     until = auth._jwks_down_until[jwks.url]
     assert before + JWKS_DOWN_SECONDS <= until <= time.monotonic() + JWKS_DOWN_SECONDS
     assert JWKS_DOWN_SECONDS == 10  # documented in logic/auth.py; short enough to notice recovery
+
+
+def test_the_down_window_ends_exactly_jwks_down_seconds_after_the_failed_fetch(
+    jwks: FlakyJwks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given auth's monotonic clock held by the test (only auth's view of the clock: the JWKS
+    # server and PyJWT keep the real one), at 1,000 s when the JWKS answers 503
+    clock = [1_000.0]
+    monkeypatch.setattr(auth, "time", SimpleNamespace(monotonic=lambda: clock[0], time=time.time))
+    token = jwks.sign(claims(uuid4()))
+    jwks.down = True
+    with pytest.raises(AuthUnavailable):
+        verify_user_token(token, _config(jwks.url))
+    assert auth._jwks_down_until[jwks.url] == 1_000.0 + JWKS_DOWN_SECONDS
+    jwks.down = False
+    # When it is asked again just inside the window, Then it is still taken as down, unasked
+    clock[0] = 1_000.0 + JWKS_DOWN_SECONDS - 0.5
+    with pytest.raises(AuthUnavailable):
+        verify_user_token(token, _config(jwks.url))
+    assert jwks.fetches == 1
+    # And at the window's last instant it is asked again (the window is [fail, fail + 10 s)), and
+    # the token verifies
+    clock[0] = 1_000.0 + JWKS_DOWN_SECONDS
+    assert verify_user_token(token, _config(jwks.url)) is not None
+    assert jwks.fetches == 2
 
 
 def test_hs256_tokens_still_verify_while_the_jwks_is_down(jwks: FlakyJwks) -> None:
