@@ -85,6 +85,31 @@ def test_an_es256_token_on_a_key_published_for_es384_is_refused_as_not_its_key(p
     assert str(raised.value) == "token algorithm ES256 does not match its key 'ec-384' (EC, ES384)"
 
 
+class LyingCurveJwks(JwksServer):
+    """A JWKS publishing a P-384 key as ES256: its type and ``alg`` pass the first check."""
+
+    def __init__(self) -> None:
+        self.key = ec_key(ec.SECP384R1())
+        jwk = public_jwk("ES384", self.key.public_key(), kid="ec-lying", alg="ES256", use="sig")
+        super().__init__([jwk], path=f"/{uuid4()}/jwks.json")
+
+
+def test_a_key_published_for_es256_on_another_curve_is_refused_by_the_second_line() -> None:
+    # Given a JWKS whose EC key says ES256 but lies on P-384, and an ES256 token naming it (signed
+    # by any P-256 key: the key is refused before any signature is checked)
+    lying = LyingCurveJwks()
+    try:
+        token = jwt.encode(claims(uuid4()), ec_key(), "ES256", headers={"kid": "ec-lying"})
+        # When it is verified, Then the key's preparation refuses it, naming algorithm and key
+        # (kills the second line's message None or changed)
+        with pytest.raises(Unauthorized) as raised:
+            verify_user_token(token, config_for(lying.url))
+        assert str(raised.value).startswith("token algorithm ES256 cannot use key 'ec-lying': "), raised.value
+        assert "curve" in str(raised.value)
+    finally:
+        lying.server.shutdown()
+
+
 def test_the_admin_caller_and_a_wrong_admin_token() -> None:
     config = config_for(None)
     # The admin token makes an admin caller named for logs as the admin token (kills via and
