@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -59,31 +57,34 @@ def test_every_documented_error_uses_the_error_body(api: Api, http) -> None:  # 
                 ), (path, code)
 
 
-IMPORT_BUDGET_MS = 600
+# What the API Lambda must not load at import (its cold start): the Parquet engine and its native
+# libraries (only an upload's inspection needs them, imported then), boto3's resource layer and the
+# catalog's HTTP and database clients (made on first use). How long the import takes is measured in
+# `make bench` (bench/cold_imports.py), not asserted here: a timed assertion fails on a loaded
+# machine and passes a slow import on a fast one.
+LAZY = (
+    "pyarrow",
+    "numpy",
+    "pandas",
+    "polars",
+    "duckdb",
+    "boto3",
+    "s3transfer",
+    "supabase",
+    "postgrest",
+    "httpx",
+    "psycopg",
+)
 
 
-def test_importing_the_api_handler_is_fast_and_does_not_import_pyarrow(tmp_path: Path) -> None:
-    # Bytecode as a deployment ships it (compiled on a warm-up run into a private cache dir).
-    env = {**os.environ, "PYTHONPYCACHEPREFIX": str(tmp_path / "pyc"), "PYTHONDONTWRITEBYTECODE": ""}
-    code = "import sys, fusou_compaction.handlers.api; print('pyarrow' in sys.modules)"
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
-    run = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", code], env=env, check=True, capture_output=True, text=True
+def test_importing_the_api_handler_loads_no_engine_and_no_client_library() -> None:
+    code = (
+        "import json, sys, fusou_compaction.handlers.api; "
+        f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {LAZY!r} "
+        "or m.startswith('fusou_compaction.engine'))))"
     )
-    assert run.stdout.strip() == "False", "pyarrow must be imported lazily (only when an upload is inspected)"
-    line = next(line for line in run.stderr.splitlines() if line.endswith("| fusou_compaction.handlers.api"))
-    cumulative_ms = int(line.split("|")[1]) / 1000
-    top = sorted(
-        (int(ln.split("|")[1]), ln.split("|")[2].strip())
-        for ln in run.stderr.splitlines()[1:]
-        if ln.split("|")[2].startswith(("   ", " ")) and ln.split("|")[2].count("  ") <= 2
-    )[-6:]
-    # Target < 300 ms (0.34 s measured with bytecode, 0.74 s without); the bound leaves room for a
-    # loaded machine, and still fails if pyarrow, boto3's resources or the engine come back eagerly.
-    assert cumulative_ms < IMPORT_BUDGET_MS, (
-        f"import fusou_compaction.handlers.api: {cumulative_ms:.0f} ms cumulative (budget {IMPORT_BUDGET_MS} ms); "
-        f"largest direct imports: {[(name.strip(), us // 1000) for us, name in top]}"
-    )
+    run = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert json.loads(run.stdout) == [], "import these lazily, where they are first needed"
 
 
 def test_binary_bodies_are_base64_and_text_bodies_are_not() -> None:
