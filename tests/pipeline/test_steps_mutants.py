@@ -416,13 +416,14 @@ def test_an_outputs_new_schema_is_recorded_in_the_catalog(
 ) -> None:
     # Given two fragments of a table with different columns (their union is a schema of its own)
     owner, dataset = uuid4(), uuid4()
-    for t in (pa.table({"battle_id": [1, 2]}), pa.table({"battle_id": [3], "hp": [10]})):
+    for t in (pa.table({"battle_id": [1, 2], "rank": ["S", "A"]}), pa.table({"battle_id": [3], "hp": [10]})):
         store_fragment(catalog, store, owner_id=owner, dataset_id=dataset, table="battle", data=parquet_bytes(t))
+    fragments = catalog.list_live_files(dataset)
     # When they are compacted
     _plan, _results, update = run_all(steps, execution_input(dataset))
     # Then the output's schema is recorded under its fingerprint
     (output,) = catalog.list_live_files(dataset)
-    assert update.committed
+    assert update.committed and output.schema_fingerprint not in {f.schema_fingerprint for f in fragments}
     assert list(catalog.get_schemas([output.schema_fingerprint])) == [output.schema_fingerprint]
 
 
