@@ -4,7 +4,9 @@ the same SQL functions in the real PostgreSQL as service_role."""
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from uuid import uuid4
 
 import pytest
@@ -17,6 +19,7 @@ from fusou_compaction.catalog.errors import (
     CatalogUnavailable,
     DatasetForbidden,
     LeaseNotHeld,
+    error_from_code,
 )
 from fusou_compaction.catalog.transport import SupabaseRpc
 from fusou_compaction.local.postgres import free_port
@@ -101,6 +104,58 @@ def test_an_unreachable_supabase_is_a_retryable_error() -> None:
     dead = Catalog(SupabaseRpc(f"http://127.0.0.1:{free_port()}", SERVICE_KEY, timeout=2))
     with pytest.raises(CatalogUnavailable):
         dead.get_dataset(uuid4())
+
+
+def test_postgrest_without_its_database_is_a_retryable_error() -> None:
+    # Given PostgREST up but its database not answering (the stand-in's pool waits 1 s)
+    dead_db = f"postgresql://postgres@127.0.0.1:{free_port()}/none"
+    # When a catalog function is called over HTTP, Then PostgREST's own code for it (PGRST003, no
+    # pooled connection in time) arrives as CatalogUnavailable: retried, answered 503
+    with (
+        LocalPostgrest(dead_db, SERVICE_KEY, pool_timeout=1.0) as server,
+        pytest.raises(CatalogUnavailable) as raised,
+    ):
+        Catalog(SupabaseRpc(server.url, SERVICE_KEY)).get_dataset(uuid4())
+    assert raised.value.code == "PGRST003"
+
+
+@pytest.mark.parametrize("code", ["PGRST000", "PGRST001", "PGRST002", "PGRST003", "502", "503", "504"])
+def test_postgrests_outage_codes_and_the_gateways_statuses_are_retryable(code: str) -> None:
+    assert isinstance(error_from_code(code, "down"), CatalogUnavailable)
+
+
+@pytest.mark.parametrize("code", ["PGRST100", "PGRST202", "PGRST301", "500", "400", "401", "404", "42501"])
+def test_other_postgrest_codes_are_not(code: str) -> None:
+    # (an HTTP status of a page that is not PostgREST's JSON becomes the code: "400" is no SQLSTATE
+    # of class 40, serialization failures)
+    error = error_from_code(code, "no")
+    assert type(error) is CatalogError and error.code == code
+
+
+def test_a_gateway_error_page_in_front_of_postgrest_is_a_retryable_error() -> None:
+    # Given a gateway answering 503 with an HTML page (PostgREST behind it not answering)
+    class Gateway(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            page = b"<html><body>503 Service Temporarily Unavailable</body></html>"
+            self.send_response(503)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    gateway = ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
+    threading.Thread(target=gateway.serve_forever, daemon=True).start()
+    try:
+        # When a catalog function is called, Then it is CatalogUnavailable with the status as code
+        rpc = SupabaseRpc(f"http://127.0.0.1:{gateway.server_address[1]}", SERVICE_KEY)
+        with pytest.raises(CatalogUnavailable) as raised:
+            rpc.call("get_dataset", {"p_dataset_id": str(uuid4())})
+        assert raised.value.code == "503"
+    finally:
+        gateway.shutdown()
 
 
 def test_an_unknown_argument_is_refused_not_ignored(postgrest: LocalPostgrest) -> None:

@@ -55,11 +55,21 @@ _BY_CODE: dict[str, type[CatalogError]] = {
 }
 
 
+# PostgREST's own codes for a database it cannot use: PGRST000 (cannot connect), PGRST001 (the
+# database client failed), PGRST002 (the schema cache cannot be built), PGRST003 (no pooled
+# connection in time); and the gateway's statuses when PostgREST itself does not answer (postgrest-py
+# makes the status the code of a body that is not PostgREST's JSON).
+_UNAVAILABLE_CODES = frozenset({"PGRST000", "PGRST001", "PGRST002", "PGRST003", "502", "503", "504"})
+
+
 def error_from_code(code: str | None, message: str, details: Any = None) -> CatalogError:
     code = code or ""
     cls = _BY_CODE.get(code)
     if cls is None:
         # Connection exceptions (08), insufficient resources (53), operator intervention (57)
-        # and serialization/deadlock (40) are transient.
-        cls = CatalogUnavailable if code[:2] in {"08", "53", "57", "40"} else CatalogError
+        # and serialization/deadlock (40) are transient, as is PostgREST without its database.
+        # Classes only of a SQLSTATE (five characters): an HTTP status "400" is no class 40.
+        sqlstate_class = code[:2] if len(code) == 5 else None
+        transient = sqlstate_class in {"08", "53", "57", "40"} or code in _UNAVAILABLE_CODES
+        cls = CatalogUnavailable if transient else CatalogError
     return cls(message, code=code or None, details=details)

@@ -42,7 +42,10 @@ class PostgresRpc:
         max_size: int = 8,
         schema: str = "public",
         role: str | None = None,
+        timeout: float = 10.0,
     ) -> None:
+        # ``timeout``: seconds a call waits for a pooled connection before the catalog is taken
+        # as unavailable (psycopg_pool's default, 30 s, is most of a short Lambda's time).
         # psycopg is imported here: the deployed (supabase) transport never needs it, and the
         # Lambda assets leave it out (infra/fusou_infra/assets.py).
         try:
@@ -54,19 +57,21 @@ class PostgresRpc:
                 "(the Lambda assets leave them out): set FUSOU_CATALOG_TRANSPORT=supabase, or install them"
             ) from exc
 
+        # PostgREST runs every call as the JWT's role; the local stand-in does the same, so the
+        # grants (only service_role may execute) are exercised, not bypassed. Checked before the
+        # pool opens: a refused role leaves no pool behind.
+        if role is not None and not _IDENT_RE.fullmatch(role):
+            raise ValueError(f"bad role name {role!r}")
         self._pool = ConnectionPool(
             database_url,
             min_size=min_size,
             max_size=max_size,
             open=True,
+            timeout=timeout,
             name="fusou-catalog",
             kwargs={"application_name": "fusou-compaction"},
         )
         self._schema = schema
-        # PostgREST runs every call as the JWT's role; the local stand-in does the same, so the
-        # grants (only service_role may execute) are exercised, not bypassed.
-        if role is not None and not _IDENT_RE.fullmatch(role):
-            raise ValueError(f"bad role name {role!r}")
         self._role = role
         self._signatures: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
@@ -92,6 +97,7 @@ class PostgresRpc:
 
     def call(self, function: str, params: Mapping[str, Any]) -> Any:
         import psycopg
+        from psycopg_pool import PoolClosed
 
         if not _IDENT_RE.fullmatch(function):
             raise InvalidCatalogArgument(f"bad function name {function!r}")
@@ -113,12 +119,18 @@ class PostgresRpc:
                     row = conn.execute(f"SELECT {self._schema}.{function}()".encode()).fetchone()  # type: ignore[call-overload]
                 return None if row is None else row[0]
         except psycopg.Error as exc:
+            if exc.sqlstate is None and isinstance(exc, psycopg.OperationalError) and not isinstance(exc, PoolClosed):
+                # No answer from the server: it cannot be reached, the connection dropped, or no
+                # pooled connection came in time (psycopg_pool's PoolTimeout is an
+                # OperationalError too). An outage, so retried; not a catalog error. A closed pool
+                # is our own mistake, which no retry mends.
+                raise CatalogUnavailable(f"catalog unreachable: {exc}") from exc
             diag = exc.diag
             message = diag.message_primary or str(exc)
             raise error_from_code(exc.sqlstate, message, diag.message_detail) from exc
         except CatalogError:
             raise
-        except Exception as exc:  # pool timeouts and the like
+        except Exception as exc:  # anything else between us and the server (an OSError, say)
             raise CatalogUnavailable(f"catalog unreachable: {exc}") from exc
 
     def close(self) -> None:

@@ -25,14 +25,39 @@ _RPC_PATH = re.compile(r"^/rest/v1/rpc/(?P<fn>[a-z_][a-z0-9_]*)/?$")
 JWKS_PATH = "/auth/v1/.well-known/jwks.json"
 
 
+def _unavailable(exc: CatalogUnavailable) -> tuple[int, dict[str, Any]]:
+    """What PostgREST answers when the database cannot serve a call.
+
+    A SQLSTATE from the server is forwarded with PostgREST's status for its class (08 and 53: 503;
+    40 and 57: 500); without one, PostgREST answers with its own code: PGRST003 (504) when no
+    pooled connection came in time, PGRST000 (503) when it cannot connect.
+    """
+    import psycopg
+    from psycopg_pool import PoolTimeout
+
+    cause = exc.__cause__
+    body: dict[str, Any] = {"code": exc.code, "message": exc.message, "details": None, "hint": None}
+    if isinstance(cause, psycopg.Error) and cause.sqlstate is not None:
+        return (503 if cause.sqlstate[:2] in {"08", "53"} else 500), body
+    if isinstance(cause, PoolTimeout):
+        return 504, {**body, "code": "PGRST003", "message": "Timed out acquiring connection from connection pool."}
+    return 503, {**body, "code": "PGRST000", "message": "Could not connect with the database."}
+
+
 class LocalPostgrest:
     def __init__(
-        self, database_url: str, service_key: str, *, port: int = 0, jwks: dict[str, Any] | None = None
+        self,
+        database_url: str,
+        service_key: str,
+        *,
+        port: int = 0,
+        jwks: dict[str, Any] | None = None,
+        pool_timeout: float = 10.0,
     ) -> None:
         self.service_key = service_key
         self.jwks = jwks or {"keys": []}
         self.jwks_hits = 0
-        self.rpc = PostgresRpc(database_url, role="service_role")
+        self.rpc = PostgresRpc(database_url, role="service_role", timeout=pool_timeout)
         self.calls = 0
         outer = self
 
@@ -80,7 +105,7 @@ class LocalPostgrest:
                 try:
                     result = outer.rpc.call(m["fn"], params)
                 except CatalogUnavailable as exc:
-                    self._send(503, {"code": exc.code, "message": exc.message, "details": None, "hint": None})
+                    self._send(*_unavailable(exc))
                     return
                 except CatalogError as exc:
                     status = HTTPStatus.NOT_FOUND if exc.code == "PGRST202" else HTTPStatus.BAD_REQUEST
