@@ -113,6 +113,7 @@ MODULES: dict[str, Module] = {
             "tests/catalog/test_supabase_transport.py",
             "tests/catalog/test_migrations.py",
             "tests/catalog/test_privileges.py",
+            "tests/catalog/test_transport_mutants.py",
         ),
     ),
     "planner": Module(
