@@ -79,6 +79,8 @@ FUNCTIONS = (
     "record_inventory_progress",
     "finish_inventory_sweep",
     "release_orphan_sweep",
+    # 0003/0012: what dlq-redrive may send again (never a rejected upload)
+    "list_redrivable_failures",
 )
 # (pattern, replacement, name): applied to one occurrence at a time.
 OPERATORS: tuple[tuple[str, str, str], ...] = (

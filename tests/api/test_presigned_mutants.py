@@ -36,6 +36,7 @@ from fusou_compaction.logic.presigned import (
     resend_stranded_uploads,
     stranded_upload_record,
 )
+from fusou_compaction.logic.redrive import redrive_all
 from fusou_compaction.logic.uploads import store_fragment
 from fusou_compaction.observability import metrics
 from fusou_compaction.ports.messaging import BatchEntry, BatchSendResult
@@ -290,6 +291,24 @@ def test_a_rejection_after_the_ticket_was_read_records_the_ticket(api: Api) -> N
     [failure] = api.deps.catalog.list_recent_failures(10)
     assert failure.body is not None and json.loads(failure.body) == ticket
     assert set(ticket) == {"uploadId", "ownerId", "datasetId", "table", "sizeBytes", "sha256", "expiresAt"}
+
+
+def test_rejections_are_permanent_so_the_redrive_leaves_them(api: Api) -> None:
+    # Given two rejected presigned uploads (no ticket; bytes that are no Parquet), recorded with their
+    # dataset and a body (the key, the ticket)
+    dataset = uuid4()
+    key = keys.staging_key(dataset, TABLE, uuid4())
+    api.s3.put_object(Bucket=api.deps.store.bucket, Key=key, Body=parquet_bytes())
+    assert notify(api, key)["status"] == "rejected"
+    grant = presigned(api, dataset, b"definitely not parquet" * 10)
+    assert notify(api, grant["key"])["status"] == "rejected"
+    assert len(api.deps.catalog.list_recent_failures(10)) == 2
+    # When the operator redrives (dlq-redrive), Then neither goes to the compaction queue: a key is
+    # no compaction message, and a ticket would parse as a manual run of the rejected upload's
+    # dataset, whose object is already deleted (migration 0012)
+    report = redrive_all(api.deps.dlq, api.deps.queue, api.deps.catalog, max_messages=10)
+    assert (report.moved, report.from_records, report.failed) == (0, 0, 0)
+    assert api.deps.catalog.list_redrivable_failures(10) == []
 
 
 # -- another delivery handles the upload while this one reads it -------------------------------

@@ -257,6 +257,27 @@ def test_failure_lists_return_as_many_as_asked(catalog: Catalog) -> None:
     assert len(catalog.list_recent_failures()) == len(catalog.list_redrivable_failures()) == 2
 
 
+def test_a_rejected_upload_is_listed_as_a_failure_but_never_redrivable(catalog: Catalog) -> None:
+    # Given a rejected presigned upload's failure and a compaction step's, each with dataset and body
+    dataset = uuid4()
+    catalog.record_failure(
+        source="workflow",
+        error="upload rejected: x",
+        message_id="register:k",
+        dataset_id=dataset,
+        error_step="RegisterUpload",
+        body='{"key": "k"}',
+    )
+    catalog.record_failure(
+        source="workflow", error="boom", message_id="run:1", dataset_id=dataset, error_step="Compact", body="{}"
+    )
+    # Then both are listed, and only the step's is redrivable (migration 0012; NULL steps stay
+    # redrivable: kills IS DISTINCT FROM as <> and the condition dropped)
+    catalog.record_failure(source="dlq", error="bad", message_id="m", dataset_id=dataset, body="{}")
+    assert len(catalog.list_recent_failures()) == 3
+    assert sorted(f.body for f in catalog.list_redrivable_failures()) == ["{}", "{}"]
+
+
 def test_the_next_sweep_datasets_are_as_many_as_asked(catalog: Catalog, sql: psycopg.Connection) -> None:
     # Given a touched sweep whose window holds two datasets
     for _ in range(2):
