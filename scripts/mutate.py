@@ -90,7 +90,12 @@ MODULES: dict[str, Module] = {
         ),
     ),
     "logic.presigned": Module(
-        ("logic/presigned.py",), ("tests/api/test_presigned.py", "tests/pipeline/test_stranded_uploads.py")
+        ("logic/presigned.py",),
+        (
+            "tests/api/test_presigned.py",
+            "tests/pipeline/test_stranded_uploads.py",
+            "tests/api/test_presigned_mutants.py",
+        ),
     ),
     "logic.status": Module(("logic/status.py",), ("tests/api/test_routes.py", "tests/api/test_status_mutants.py")),
     "logic.redrive": Module(("logic/redrive.py",), ("tests/api/test_routes.py", "tests/api/test_redrive_mutants.py")),
