@@ -106,7 +106,10 @@ MODULES: dict[str, Module] = {
     "logic.orphans": Module(
         ("logic/orphans.py",), ("tests/pipeline/test_orphan_sweep.py", "tests/pipeline/test_boundaries.py")
     ),
-    "logic.steps": Module(("logic/steps.py",), (*PIPELINE_TESTS, "tests/pipeline/test_boundaries.py")),
+    "logic.steps": Module(
+        ("logic/steps.py",),
+        ("tests/pipeline/test_steps.py", "tests/pipeline/test_boundaries.py", "tests/pipeline/test_steps_mutants.py"),
+    ),
     "catalog": Module(("catalog/*",), ("tests/catalog",)),
     # catalog/ in two parts: every catalog test goes through the transport, so its mutants cost
     # the whole catalog suite; the transports' own tests decide them.
