@@ -430,10 +430,14 @@ def test_a_daily_sweep_whose_lease_was_lost_is_left_to_its_holder_and_the_invent
     assert report.finished
 
 
-def test_the_inventory_sweep_judges_age_by_housekeepings_time_with_its_owner_and_period(
+def test_both_sweeps_judge_age_by_housekeepings_time_and_the_inventory_sweep_by_its_owner_and_period(
     catalog: Catalog, store: S3ObjectStore, sql: psycopg.Connection
 ) -> None:
-    # Given an orphan written just now, listed in a report an hour old, and an inventory sweep
+    # Given a dataset just uploaded to, with an orphan beside its fragment, written just now
+    up = upload_fragments(catalog, store, tables=("battle",), fragments=1, rows=5)
+    beside = keys.fragment_key(up.dataset, "battle", "c" * 64)
+    store.put(beside, b"orphan")
+    # And an orphan written just now, listed in a report an hour old, and an inventory sweep
     # last done two days before that report
     key, row = _orphan(store)
     reports = Reports([row])
@@ -451,7 +455,9 @@ def test_the_inventory_sweep_judges_age_by_housekeepings_time_with_its_owner_and
         owner="daily",
         now=datetime.now(UTC) + timedelta(hours=7),
     )
-    # Then the report is due, and the orphan, past six hours by then, is deleted
+    # Then the daily sweep deletes the orphan beside the fragment, past six hours by then
+    assert report.touched is not None and report.touched.deleted == 1 and not store.exists(beside)
+    # And the report is due, and its orphan, past six hours by then, is deleted
     assert report.inventory is not None and report.inventory.report == reports.newest_.key
     assert report.inventory.deleted == 1 and not store.exists(key) and report.finished
     # And "daily" gave the sweep back when done
