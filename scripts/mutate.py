@@ -100,11 +100,15 @@ MODULES: dict[str, Module] = {
     "logic.status": Module(("logic/status.py",), ("tests/api/test_routes.py", "tests/api/test_status_mutants.py")),
     "logic.redrive": Module(("logic/redrive.py",), ("tests/api/test_routes.py", "tests/api/test_redrive_mutants.py")),
     "logic.scheduled": Module(
-        ("logic/scheduled.py",),
-        ("tests/pipeline/test_steps.py", "tests/pipeline/test_boundaries.py", "tests/pipeline/test_fair_retries.py"),
+        ("logic/scheduled.py",), ("tests/pipeline/test_boundaries.py", "tests/pipeline/test_scheduled_mutants.py")
     ),
     "logic.orphans": Module(
-        ("logic/orphans.py",), ("tests/pipeline/test_orphan_sweep.py", "tests/pipeline/test_boundaries.py")
+        ("logic/orphans.py",),
+        (
+            "tests/pipeline/test_orphan_sweep.py",
+            "tests/pipeline/test_boundaries.py",
+            "tests/pipeline/test_orphans_mutants.py",
+        ),
     ),
     "logic.steps": Module(
         ("logic/steps.py",),
