@@ -14,6 +14,8 @@ from fusou_compaction.engine.read import open_parquet
 from fusou_compaction.engine.schema import (
     deepest_column,
     name_problem,
+    normalize_type,
+    schema_fingerprint,
     schema_from_base64,
     schema_to_base64,
     unify_known,
@@ -113,3 +115,33 @@ def test_a_name_that_is_not_utf8_is_named_with_its_bytes_escaped() -> None:
     schema = open_parquet(pa.BufferReader(data)).schema_arrow  # ParquetFile cannot: it maps names
     # Then name_problem says so, with the bytes it could not read escaped
     assert name_problem(schema) == ("caf\\xe9", "has a name that is not UTF-8")
+
+
+def test_the_fingerprint_of_every_type_family_is_pinned() -> None:
+    # Given a schema with each family _canonical spells out (struct, fixed-size list, list, map,
+    # timestamp, decimal) and a plain type
+    schema = pa.schema(
+        [
+            pa.field("s", pa.struct([pa.field("a", pa.int32(), False)])),
+            pa.field("f", pa.list_(pa.field("x", pa.int8(), False), 3)),
+            pa.field("l", pa.list_(pa.string())),
+            pa.field("m", pa.map_(pa.string(), pa.int64())),
+            pa.field("t", pa.timestamp("ms", "UTC")),
+            pa.field("d", pa.decimal128(10, 2)),
+            pa.field("i", pa.int16(), False),
+        ]
+    )
+    # Then its fingerprint is the one the catalog stores (arrow_schemas): a changed canonical form
+    # would leave every stored fingerprint unmatched (kills each family's tag changed)
+    assert schema_fingerprint(schema) == "0aa0b4f4ede2bfae5592800024e076085a647344683a9d6169aa26577a3243f7"
+
+
+def test_normalized_maps_and_fixed_size_lists_keep_their_names_and_nullability() -> None:
+    # Given a map whose fields are named k and v, neither nullable, and a fixed-size list of
+    # non-nullable items
+    m = normalize_type(pa.map_(pa.field("k", pa.string(), False), pa.field("v", pa.int64(), False)))
+    f = normalize_type(pa.list_(pa.field("x", pa.int8(), False), 3))
+    # Then the map's fields are named as Parquet's spec names them, and the value keeps nullable=False
+    assert (m.key_field.name, m.item_field.name, m.item_field.nullable) == ("key", "value", False)
+    # And the list's item is "item", still not nullable, of the same size
+    assert (f.value_field.name, f.value_field.nullable, f.list_size) == ("item", False, 3)
