@@ -153,7 +153,9 @@ MODULES: dict[str, Module] = {
             "tests/engine/test_engine_batches.py",
         ),
     ),
-    "keys": Module(("keys.py",), ("tests/pipeline/test_steps.py", "tests/api/test_upload.py")),
+    "keys": Module(
+        ("keys.py",), ("tests/unit/test_keys.py", "tests/pipeline/test_steps.py", "tests/api/test_upload.py")
+    ),
     "pipeline": Module(("pipeline/*",), ("tests/pipeline/test_steps.py", "tests/infra/test_pipeline.py")),
     "handlers": Module(("handlers/*",), (*API_TESTS, "tests/pipeline/test_steps.py", "tests/unit")),
 }
