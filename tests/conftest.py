@@ -13,8 +13,10 @@ start in each of hundreds of short runs:
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -27,6 +29,7 @@ import pytest
 
 from fusou_compaction.local.aws import LOCAL_CREDENTIALS, LocalAws
 from fusou_compaction.local.postgres import PostgresServer
+from fusou_compaction.observability import logger
 
 EVENTS_DIR = Path(__file__).resolve().parent.parent / "events"
 _db_counter = itertools.count()
@@ -105,3 +108,16 @@ def bucket(s3_client: Any) -> str:
 def load_event(name: str) -> dict[str, Any]:
     """A sample payload from events/ (the same files the docs and `sam local`-style tools use)."""
     return json.loads((EVENTS_DIR / name).read_text())  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def logs() -> Iterator[io.StringIO]:
+    """What the service logs (Powertools' JSON lines) while the test runs."""
+    buffer = io.StringIO()
+    handler = logger.registered_handler
+    assert isinstance(handler, logging.StreamHandler)
+    # Swapped without setStream's flush of the old stream: under mutmut, which runs pytest several
+    # times in one process, that stream can be an earlier session's capture, closed by now.
+    previous, handler.stream = handler.stream, buffer
+    yield buffer
+    handler.stream = previous

@@ -10,7 +10,6 @@ import base64
 import io
 import itertools
 import json
-import logging
 import os
 import threading
 import time
@@ -40,7 +39,6 @@ from fusou_compaction.local.apigw import LocalApiGateway, build_event
 from fusou_compaction.local.aws import LocalAws
 from fusou_compaction.local.runner import LocalContext
 from fusou_compaction.logic.auth import mint_dev_token
-from fusou_compaction.observability import logger
 from fusou_compaction.settings import Settings
 
 from ..conftest import load_event
@@ -274,19 +272,6 @@ def http(gateway: LocalApiGateway, api: Api) -> Iterator[Callable[..., requests.
             return session.request(method, gateway.url + path, timeout=30, **kwargs)
 
         yield send
-
-
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    """What the API logs (Powertools' JSON lines) while the test runs."""
-    buffer = io.StringIO()
-    handler = logger.registered_handler
-    assert isinstance(handler, logging.StreamHandler)
-    # Swapped without setStream's flush of the old stream: under mutmut, which runs pytest several
-    # times in one process, that stream can be an earlier session's capture, closed by now.
-    previous, handler.stream = handler.stream, buffer
-    yield buffer
-    handler.stream = previous
 
 
 def log_records(logs: io.StringIO) -> list[dict[str, Any]]:

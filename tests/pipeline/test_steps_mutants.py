@@ -18,9 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import logging
 import threading
-from collections.abc import Iterator
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -32,7 +30,6 @@ import pytest
 from fusou_compaction import engine, keys
 from fusou_compaction.adapters.s3 import S3ObjectStore
 from fusou_compaction.catalog.client import Catalog
-from fusou_compaction.catalog.models import CatalogFile
 from fusou_compaction.logic import steps as steps_module
 from fusou_compaction.logic.steps import (
     CompactionSteps,
@@ -43,7 +40,6 @@ from fusou_compaction.logic.steps import (
     state_input,
 )
 from fusou_compaction.logic.uploads import store_fragment
-from fusou_compaction.observability import logger
 from fusou_compaction.pipeline.models import (
     BinManifest,
     CompactItem,
@@ -60,6 +56,7 @@ from fusou_compaction.settings import Settings
 from ..conftest import load_event
 from ..hostile_parquet import by_name
 from .conftest import execution_input, live_rows, row_multiset, upload_fragments
+from .test_quarantine import plant
 
 CONFIG = StepConfig(lease_seconds=60, target_file_size=64 * 1024 * 1024)
 TICK = 1.23456789  # seconds per reading of the fake clock
@@ -86,17 +83,6 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
     monkeypatch.setattr(steps_module, "time", fake)
     return fake
-
-
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    """What the steps log (Powertools' JSON lines) while the test runs."""
-    buffer = io.StringIO()
-    handler = logger.registered_handler
-    assert isinstance(handler, logging.StreamHandler)
-    previous, handler.stream = handler.stream, buffer
-    yield buffer
-    handler.stream = previous
 
 
 def log_records(logs: io.StringIO, message: str) -> list[dict[str, Any]]:
@@ -136,23 +122,6 @@ def parquet_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     return sink.getvalue().to_pybytes()  # type: ignore[no-any-return]
-
-
-def plant(catalog: Catalog, store: S3ObjectStore, dataset: UUID, owner: UUID, data: bytes, rows: int) -> CatalogFile:
-    """A fragment that got into the catalog without the upload checks (uploaded before them)."""
-    sha = hashlib.sha256(data).hexdigest()
-    key = keys.fragment_key(dataset, "battle", sha)
-    store.put(key, data)
-    return catalog.register_fragment(
-        dataset_id=dataset,
-        owner_id=owner,
-        table="battle",
-        object_key=key,
-        size_bytes=len(data),
-        row_count=rows,
-        sha256=sha,
-        schema_fingerprint="planted",
-    )
 
 
 class Wrapped:
