@@ -128,3 +128,15 @@ def sql(database_url: str) -> Iterator[psycopg.Connection]:
     """A superuser connection for arranging catalog state behind the service's back."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         yield conn
+
+
+def pending(sql: psycopg.Connection, n: int) -> list[UUID]:
+    """n datasets that need compaction, oldest first, arranged in the catalog directly (no objects, no files)."""
+    ids = [uuid4() for _ in range(n)]
+    with sql.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO datasets (id, owner_id, compaction_needed, updated_at)"
+            " VALUES (%s, %s, true, now() - %s * interval '1 ms')",
+            [(d, uuid4(), n - i) for i, d in enumerate(ids)],
+        )
+    return ids

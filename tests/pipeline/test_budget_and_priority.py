@@ -28,21 +28,9 @@ from fusou_compaction.pipeline.definition import THROTTLE_RETRY, build_pipeline
 from fusou_compaction.pipeline.models import CompactionMessage
 from fusou_compaction.ports.messaging import OrchestratorThrottled
 
-from .conftest import seed_body, upload_fragments, wait_for
+from .conftest import pending, seed_body, upload_fragments, wait_for
 
 POLICY = AdmissionPolicy(budget=3, reserve=1, max_weight=8, target_bytes=128 * 1024 * 1024)
-
-
-def pending(sql: psycopg.Connection, n: int) -> list[UUID]:
-    """n datasets that need compaction, arranged in the catalog directly (no objects needed)."""
-    ids = [uuid4() for _ in range(n)]
-    with sql.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO datasets (id, owner_id, compaction_needed, updated_at)"
-            " VALUES (%s, %s, true, now() - %s * interval '1 ms')",
-            [(d, uuid4(), n - i) for i, d in enumerate(ids)],
-        )
-    return ids
 
 
 def drain_queue(queue: SqsQueue) -> list[dict[str, Any]]:

@@ -44,7 +44,7 @@ from fusou_compaction.ports.messaging import BatchEntry, BatchSendResult, Queue
 from fusou_compaction.ports.object_store import ObjectInfo
 from fusou_compaction.settings import Settings
 
-from .conftest import upload_fragments
+from .conftest import pending, upload_fragments
 
 WHEN = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)  # the EventBridge event's time
 
@@ -83,18 +83,6 @@ class KeptQueue:
 
 def as_queue(q: KeptQueue) -> Queue:
     return cast(Queue, q)
-
-
-def pending(sql: psycopg.Connection, n: int) -> list[UUID]:
-    """n datasets that need compaction, oldest first (no objects, no files: nothing touched)."""
-    ids = [uuid4() for _ in range(n)]
-    with sql.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO datasets (id, owner_id, compaction_needed, updated_at)"
-            " VALUES (%s, %s, true, now() - %s * interval '1 ms')",
-            [(d, uuid4(), n - i) for i, d in enumerate(ids)],
-        )
-    return ids
 
 
 def claims(sql: psycopg.Connection, ids: list[UUID]) -> dict[UUID, tuple[str | None, float | None]]:
