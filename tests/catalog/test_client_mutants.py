@@ -303,28 +303,20 @@ def _stored(sql: psycopg.Connection) -> int:
     return int(row[0])
 
 
-def test_a_client_remembering_4096_schemas_remembers_one_more(catalog: Catalog, sql: psycopg.Connection) -> None:
-    # Given a client that recorded 4096 schemas, then one more
-    first = _schemas(0, 4096)
-    assert catalog.register_schemas(first) == 4096
-    assert catalog.register_schemas(_schemas(4096, 1)) == 1
+@pytest.mark.parametrize(("recorded", "sent_again"), [(4096, 0), (4097, 1)])
+def test_a_client_remembers_up_to_4096_schemas(
+    catalog: Catalog, sql: psycopg.Connection, recorded: int, sent_again: int
+) -> None:
+    # Given a client that recorded 4096 (or 4097) schemas, then one more
+    first = _schemas(0, recorded)
+    assert catalog.register_schemas(first) == recorded
+    assert catalog.register_schemas(_schemas(recorded, 1)) == 1
     # When one of the first is recorded again after the catalog lost them
     sql.execute("DELETE FROM arrow_schemas")
     catalog.register_schemas(dict(list(first.items())[:1]))
-    # Then it was not sent: 4096 remembered is still within the bound
-    assert _stored(sql) == 0
-
-
-def test_a_client_remembering_more_than_4096_schemas_forgets_them(catalog: Catalog, sql: psycopg.Connection) -> None:
-    # Given a client that recorded 4097 schemas, then one more
-    first = _schemas(0, 4097)
-    assert catalog.register_schemas(first) == 4097
-    assert catalog.register_schemas(_schemas(4097, 1)) == 1
-    # When one of the first is recorded again after the catalog lost them
-    sql.execute("DELETE FROM arrow_schemas")
-    catalog.register_schemas(dict(list(first.items())[:1]))
-    # Then it was sent again: past 4096 the client's memory was cleared
-    assert _stored(sql) == 1
+    # Then it was not sent at 4096 (still within the bound), and sent again past it (the client's
+    # memory was cleared)
+    assert _stored(sql) == sent_again
 
 
 # -- errors ------------------------------------------------------------------------------------
